@@ -1,0 +1,175 @@
+# judged - top-level build.
+#
+#   make                       bin/judged, bin/judgectl (+ CUDA objects when nvcc is found)
+#   make test                  unit tests, fuzz-corpus replay, command-line tests
+#   make demo                  the main job on the embedded default
+#   make SANITIZER=address     instrumented build in build/asan (also undefined, thread)
+#   make CUDA=0                skip CUDA even when nvcc is present (CUDA=1: require it)
+#   make fuzz                  libFuzzer binaries (clang) in build/fuzz
+#   make format | format-check | tidy
+#
+# Objects go to build/<variant>/ with dependency files; warnings are errors when CI=true.
+
+CC        ?= cc
+CUDA      ?= auto
+SANITIZER ?=
+NVCC      ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+
+ifeq ($(SANITIZER),)
+VARIANT := release
+SANFLAGS :=
+else ifeq ($(SANITIZER),address)
+VARIANT := asan
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else ifeq ($(SANITIZER),undefined)
+VARIANT := ubsan
+SANFLAGS := -fsanitize=undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else ifeq ($(SANITIZER),thread)
+VARIANT := tsan
+SANFLAGS := -fsanitize=thread -fno-omit-frame-pointer
+else
+$(error SANITIZER must be address, undefined or thread)
+endif
+
+ifeq ($(CUDA),0)
+HAVE_CUDA :=
+else ifeq ($(CUDA),1)
+ifeq ($(NVCC),)
+$(error CUDA=1 but nvcc was not found)
+endif
+HAVE_CUDA := 1
+else
+HAVE_CUDA := $(if $(NVCC),1,)
+endif
+
+BUILD  := build/$(VARIANT)
+BINDIR := $(if $(filter release,$(VARIANT)),bin,$(BUILD)/bin)
+
+WARN   := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+ifeq ($(CI),true)
+WARN   += -Werror
+endif
+OPT    ?= -O2
+CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) -g $(WARN) $(SANFLAGS) -MMD -MP -I. \
+              $(CFLAGS)
+LDFLAGS_ALL := $(SANFLAGS) $(LDFLAGS)
+LDLIBS_ALL  := -ljansson -lyaml -lm -lpthread $(LDLIBS)
+
+ifneq ($(HAVE_CUDA),)
+CFLAGS_ALL  += -DHAVE_CUDA=1 -I$(CUDA_HOME)/include
+NVCCFLAGS   ?= -O2 -std=c++17 -gencode arch=compute_80,code=sm_80 \
+               -gencode arch=compute_90,code=[sm_90,compute_90]
+NVCCFLAGS_ALL := $(NVCCFLAGS) -I. -MMD -MP --compiler-options -Wall,-Wextra
+LDLIBS_ALL  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++
+endif
+
+# Library sources: every module below cli/ and daemon/. CUDA host files are named *cuda*.c.
+LIB_DIRS    := common kernels/cpu engine scheduler jobs queue
+LIB_SRCS    := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
+ifeq ($(HAVE_CUDA),)
+LIB_SRCS    := $(filter-out %cuda.c %cuda_%.c,$(LIB_SRCS))
+CU_SRCS     :=
+else
+CU_SRCS     := $(wildcard kernels/cuda/*.cu)
+endif
+LIB_OBJS    := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(CU_SRCS:%.cu=$(BUILD)/%.cu.o)
+LIB         := $(BUILD)/libjudged.a
+
+CLI_OBJS    := $(patsubst %.c,$(BUILD)/%.o,$(wildcard cli/*.c))
+DAEMON_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard daemon/*.c))
+
+UNIT_SRCS   := $(wildcard tests/unit/test_*.c)
+UNIT_BINS   := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+GPU_SRCS    := $(wildcard tests/gpu/test_*.c)
+GPU_BINS    := $(GPU_SRCS:tests/gpu/%.c=$(BUILD)/tests/gpu_%)
+FUZZ_SRCS   := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_NAMES  := $(FUZZ_SRCS:tests/fuzz/fuzz_%.c=%)
+REPLAY_BINS := $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
+BENCH_SRCS  := $(wildcard bench/*.c)
+BENCH_BINS  := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all test test-unit test-fuzz test-cli test-kernels demo fuzz bench clean format \
+        format-check tidy
+
+all: $(BINDIR)/judged $(BINDIR)/judgectl
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS_ALL) -c $< -o $@
+
+$(LIB): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BINDIR)/judgectl: $(CLI_OBJS) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $(CLI_OBJS) $(LIB) $(LDLIBS_ALL)
+
+$(BINDIR)/judged: $(DAEMON_OBJS) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $(DAEMON_OBJS) $(LIB) $(LDLIBS_ALL)
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(LDFLAGS_ALL) $(LDLIBS_ALL) -lcmocka
+
+$(BUILD)/tests/gpu_%: tests/gpu/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(LDFLAGS_ALL) $(LDLIBS_ALL) -lcmocka
+
+$(BUILD)/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $< tests/fuzz/replay_main.c $(LIB) $(LDFLAGS_ALL) $(LDLIBS_ALL)
+
+$(BUILD)/bench/%: bench/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(LDFLAGS_ALL) $(LDLIBS_ALL)
+
+test: test-unit test-kernels test-fuzz test-cli
+
+test-unit: $(UNIT_BINS)
+	@tests/run_unit.sh $(UNIT_BINS)
+
+test-kernels: $(GPU_BINS)
+	@tests/run_unit.sh $(GPU_BINS)
+
+test-fuzz: $(REPLAY_BINS)
+	@tests/fuzz/replay.sh $(BUILD)/fuzz $(FUZZ_NAMES)
+
+test-cli: $(BINDIR)/judged $(BINDIR)/judgectl
+	@tests/cli/run.sh $(BINDIR)
+
+demo: $(BINDIR)/judgectl $(BINDIR)/judged
+	@tools/demo.sh $(BINDIR)
+
+bench: $(BENCH_BINS)
+
+# libFuzzer builds need clang; corpora live in tests/fuzz/corpus/<name>/.
+FUZZ_CC     ?= clang
+FUZZ_FLAGS  := -std=c11 -D_GNU_SOURCE -O1 -g -I. -fsanitize=fuzzer,address,undefined
+FUZZ_LIB_SRCS := $(filter-out %cuda.c %cuda_%.c,$(LIB_SRCS))
+fuzz: $(FUZZ_NAMES:%=build/fuzz/fuzz_%)
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB_SRCS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB_SRCS) -ljansson -lyaml -lm \
+	    -lpthread
+
+clean:
+	rm -rf build bin
+
+FORMAT_FILES = $(shell git ls-files '*.c' '*.h' '*.cu' '*.cuh')
+format:
+	clang-format -i $(FORMAT_FILES)
+format-check:
+	clang-format --dry-run --Werror $(FORMAT_FILES)
+tidy:
+	clang-tidy --quiet -checks='-*,readability-braces-around-statements' \
+	    --warnings-as-errors='*' $(filter %.c,$(FORMAT_FILES)) -- -std=c11 -D_GNU_SOURCE -I.
+
+-include $(shell find build/$(VARIANT) -name '*.d' 2>/dev/null)

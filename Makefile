@@ -43,8 +43,9 @@ else
 HAVE_CUDA := $(if $(NVCC),1,)
 endif
 
-BUILD  := build/$(VARIANT)
-BINDIR := $(if $(filter release,$(VARIANT)),bin,$(BUILD)/bin)
+# BUILD may be overridden (parallel work trees); LIB_EXCLUDE drops library sources (patterns).
+BUILD  ?= build/$(VARIANT)
+BINDIR ?= $(if $(filter release,$(VARIANT)),bin,$(BUILD)/bin)
 
 WARN   := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 ifeq ($(CI),true)
@@ -73,6 +74,7 @@ CU_SRCS     :=
 else
 CU_SRCS     := $(wildcard kernels/cuda/*.cu)
 endif
+LIB_SRCS    := $(filter-out $(LIB_EXCLUDE),$(LIB_SRCS))
 LIB_OBJS    := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(CU_SRCS:%.cu=$(BUILD)/%.cu.o)
 LIB         := $(BUILD)/libjudged.a
 
@@ -172,4 +174,4 @@ tidy:
 	clang-tidy --quiet -checks='-*,readability-braces-around-statements' \
 	    --warnings-as-errors='*' $(filter %.c,$(FORMAT_FILES)) -- -std=c11 -D_GNU_SOURCE -I.
 
--include $(shell find build/$(VARIANT) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,13 +1,56 @@
-/* main.c - judgectl: the command line for people and scripts. */
+/* main.c - judgectl: the command line for people and scripts (local tools for now; the Redis
+ * commands arrive with the queue). */
+#include "cli/ctl.h"
+#include "common/log.h"
+
 #include <stdio.h>
 #include <string.h>
 
+#define JUDGED_VERSION "0.1.0"
+
+struct ctl_command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *usage;
+};
+
+static const struct ctl_command ctl_commands[] = {
+    { "tokenize", ctl_tokenize,
+      "tokenize (--model DIR | --tokenizer FILE) [--no-bos]   stdin text -> ids on one line" },
+    { "detokenize", ctl_detokenize,
+      "detokenize (--model DIR | --tokenizer FILE)            stdin ids -> text" },
+    { "inspect", ctl_inspect,
+      "inspect DIR [--weights FILE]                           config, tensors, consistency" },
+};
+
+static void ctl_usage(FILE *f)
+{
+    fprintf(f, "usage: judgectl COMMAND [ARGS]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof(ctl_commands) / sizeof(ctl_commands[0]); i++) {
+        fprintf(f, "  %s\n", ctl_commands[i].usage);
+    }
+    fprintf(f, "\noptions for every command: --log-level error|warn|info|debug\n");
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0) {
-        printf("usage: judgectl COMMAND [ARGS]\n");
-        return argc < 2 ? 2 : 0;
+    if (argc < 2) {
+        ctl_usage(stderr);
+        return 2;
     }
-    fprintf(stderr, "judgectl: unknown command '%s'\n", argv[1]);
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
+        ctl_usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("judgectl %s\n", JUDGED_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(ctl_commands) / sizeof(ctl_commands[0]); i++) {
+        if (strcmp(argv[1], ctl_commands[i].name) == 0) {
+            return ctl_commands[i].run(argc - 1, argv + 1);
+        }
+    }
+    fprintf(stderr, "judgectl: unknown command '%s' (see judgectl --help)\n", argv[1]);
     return 2;
 }

@@ -1,10 +1,10 @@
 /* json.c - jansson helpers with errors naming file, line and field (see json.h). */
 #include "json.h"
 
+#include "util.h"
+
 #include <errno.h>
 #include <stdlib.h>
-
-#include "util.h"
 
 json_t *json_parse_buf(const char *buf, size_t len, const char *name, char *errstr,
                        size_t errstr_len)
@@ -12,8 +12,8 @@ json_t *json_parse_buf(const char *buf, size_t len, const char *name, char *errs
     json_error_t jerr;
     json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!root) {
-        errstr_set(errstr, errstr_len, "%s:%d:%d: invalid JSON: %s", name, jerr.line,
-                   jerr.column, jerr.text);
+        errstr_set(errstr, errstr_len, "%s:%d:%d: invalid JSON: %s", name, jerr.line, jerr.column,
+                   jerr.text);
     }
     return root;
 }

@@ -1,6 +1,8 @@
 /* util.c - error strings, file reads and read-only maps (see util.h). */
 #include "util.h"
 
+#include "xmalloc.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -10,8 +12,6 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include "xmalloc.h"
 
 void errstr_set(char *errstr, size_t len, const char *fmt, ...)
 {

@@ -28,22 +28,22 @@ enum model_rope_layout { MODEL_ROPE_HALF_SPLIT = 0, MODEL_ROPE_INTERLEAVED };
 
 /* A LLaMA architecture, as transformers' LlamaConfig reads it from config.json. Plain data. */
 struct model_config {
-    int32_t n_vocab;      /* vocab_size (default 32000) */
-    int32_t dim;          /* hidden_size (4096) */
-    int32_t n_ff;         /* intermediate_size (11008) */
-    int32_t n_layers;     /* num_hidden_layers (32) */
-    int32_t n_heads;      /* num_attention_heads (32) */
-    int32_t n_kv_heads;   /* num_key_value_heads (defaults to n_heads) */
-    int32_t head_dim;     /* head_dim (defaults to dim / n_heads) */
-    int32_t max_pos;      /* max_position_embeddings (2048) */
-    float rms_eps;        /* rms_norm_eps (1e-6) */
-    float rope_theta;     /* rope_theta (10000) */
-    bool tie_embeddings;  /* tie_word_embeddings (false) */
-    int32_t bos_id;       /* bos_token_id (1) */
-    int32_t eos_id;       /* eos_token_id (2); the first one when config.json holds a list */
-    int32_t pad_id;       /* pad_token_id, -1 when absent */
+    int32_t n_vocab;     /* vocab_size (default 32000) */
+    int32_t dim;         /* hidden_size (4096) */
+    int32_t n_ff;        /* intermediate_size (11008) */
+    int32_t n_layers;    /* num_hidden_layers (32) */
+    int32_t n_heads;     /* num_attention_heads (32) */
+    int32_t n_kv_heads;  /* num_key_value_heads (defaults to n_heads) */
+    int32_t head_dim;    /* head_dim (defaults to dim / n_heads) */
+    int32_t max_pos;     /* max_position_embeddings (2048) */
+    float rms_eps;       /* rms_norm_eps (1e-6) */
+    float rope_theta;    /* rope_theta (10000) */
+    bool tie_embeddings; /* tie_word_embeddings (false) */
+    int32_t bos_id;      /* bos_token_id (1) */
+    int32_t eos_id;      /* eos_token_id (2); the first one when config.json holds a list */
+    int32_t pad_id;      /* pad_token_id, -1 when absent */
     enum model_rope_layout rope_layout; /* HALF_SPLIT for every HF directory */
-    char torch_dtype[16]; /* torch_dtype as written ("bfloat16"), "" when absent */
+    char torch_dtype[16];               /* torch_dtype as written ("bfloat16"), "" when absent */
 };
 
 /* Fills transformers' LlamaConfig defaults (the 7B shape). */
@@ -57,21 +57,20 @@ int model_config_parse(const char *json, size_t len, const char *name, struct mo
                        char *errstr, size_t errstr_len);
 
 /* Reads and parses a config.json file. Same contract as model_config_parse, plus -ENOENT. */
-int model_config_load(const char *path, struct model_config *cfg, char *errstr,
-                      size_t errstr_len);
+int model_config_load(const char *path, struct model_config *cfg, char *errstr, size_t errstr_len);
 
 #define MODEL_MAX_DIMS 4
 
 /* One tensor of a weight set. Plain data, borrowed from the weight set. */
 struct model_tensor {
-    const char *name;     /* e.g. "model.layers.0.self_attn.q_proj.weight" */
+    const char *name; /* e.g. "model.layers.0.self_attn.q_proj.weight" */
     enum model_dtype dtype;
     int n_dims;
     int64_t shape[MODEL_MAX_DIMS]; /* row-major, PyTorch order: [out, in] for a Linear */
     int64_t n_elems;
-    const void *data;     /* [n_elems] of dtype; borrowed, valid until model_weights_destroy */
+    const void *data; /* [n_elems] of dtype; borrowed, valid until model_weights_destroy */
     size_t n_bytes;
-    const char *file;     /* path of the file holding it */
+    const char *file; /* path of the file holding it */
 };
 
 struct model_weights;
@@ -111,8 +110,8 @@ typedef void (*model_problem_fn)(void *user, const char *msg);
  * dtype; nothing unexpected is present (rotary_emb.inv_freq buffers, which transformers < 4.31
  * saved, are accepted). Returns the number of problems (0 = complete and consistent).
  * `fn` may be NULL. Thread-safe (read-only). */
-int model_check(const struct model_config *cfg, const struct model_weights *w,
-                model_problem_fn fn, void *user);
+int model_check(const struct model_config *cfg, const struct model_weights *w, model_problem_fn fn,
+                void *user);
 
 /* A Hugging Face model directory, opened and checked. Plain data; owns its members. */
 struct model {

@@ -7,14 +7,14 @@
 #include <stdio.h>
 
 // Logs the failing expression with file and line and returns -EIO from the calling function.
-#define CUDA_TRY(expr)                                                                            \
-    do {                                                                                          \
-        cudaError_t cuda_try_err_ = (expr);                                                       \
-        if (cuda_try_err_ != cudaSuccess) {                                                       \
-            fprintf(stderr, "ERROR cuda: %s:%d: %s: %s\n", __FILE__, __LINE__, #expr,             \
-                    cudaGetErrorString(cuda_try_err_));                                           \
-            return -EIO;                                                                          \
-        }                                                                                         \
+#define CUDA_TRY(expr)                                                                \
+    do {                                                                              \
+        cudaError_t cuda_try_err_ = (expr);                                           \
+        if (cuda_try_err_ != cudaSuccess) {                                           \
+            fprintf(stderr, "ERROR cuda: %s:%d: %s: %s\n", __FILE__, __LINE__, #expr, \
+                    cudaGetErrorString(cuda_try_err_));                               \
+            return -EIO;                                                              \
+        }                                                                             \
     } while (0)
 
 // Checks the last launch.

@@ -1,9 +1,9 @@
 // convert.cu - f16/bf16 to f32 on the GPU; twin of kernels/cpu/convert.c (bit-exact).
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include "common.cuh"
 #include "kernels_cuda.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 static __global__ void f16_to_f32_kernel(const uint16_t *src, float *dst, size_t n)
 {

@@ -1,12 +1,12 @@
 /* replay_main.c - runs a libFuzzer target over corpus files without libFuzzer, so CI can replay
  * every corpus under the normal compiler and sanitizers. Usage: replay_NAME FILE|DIR... */
+#include "common/util.h"
+
 #include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "common/util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

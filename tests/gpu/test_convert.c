@@ -1,19 +1,20 @@
 /* test_convert.c - the CUDA f16/bf16 -> f32 kernels against their CPU twins, bit for bit, over
  * every one of the 65,536 input patterns. Prints SKIP and passes where no GPU is present. */
+#include "kernels/cpu/convert.h"
+
+#include <cmocka.h>
+#include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/cpu/convert.h"
-
 #ifdef HAVE_CUDA
-#include <cuda_runtime.h>
-
 #include "kernels/cuda/kernels_cuda.h"
+
+#include <cuda_runtime.h>
 
 static bool gpu_present(void)
 {
@@ -38,11 +39,9 @@ static void check_all_patterns(gpu_convert_fn gpu, cpu_convert_fn cpu)
     float *dst_d;
     assert_int_equal(cudaMalloc((void **)&src_d, N * sizeof(*src)), cudaSuccess);
     assert_int_equal(cudaMalloc((void **)&dst_d, N * sizeof(*want)), cudaSuccess);
-    assert_int_equal(cudaMemcpy(src_d, src, N * sizeof(*src), cudaMemcpyHostToDevice),
-                     cudaSuccess);
+    assert_int_equal(cudaMemcpy(src_d, src, N * sizeof(*src), cudaMemcpyHostToDevice), cudaSuccess);
     assert_int_equal(gpu(src_d, dst_d, N, NULL), 0);
-    assert_int_equal(cudaMemcpy(got, dst_d, N * sizeof(*got), cudaMemcpyDeviceToHost),
-                     cudaSuccess);
+    assert_int_equal(cudaMemcpy(got, dst_d, N * sizeof(*got), cudaMemcpyDeviceToHost), cudaSuccess);
     size_t n_diff = 0;
     for (uint32_t i = 0; i < N; i++) {
         uint32_t a, b;

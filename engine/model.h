@@ -49,9 +49,13 @@ struct model_config {
 /* Fills transformers' LlamaConfig defaults (the 7B shape). */
 void model_config_default(struct model_config *cfg);
 
-/* Parses config.json text over the defaults. `name` prefixes errors. Rejects a model_type other
+/* Parses config.json text over the defaults (model_config_default; *cfg's prior contents are
+ * ignored, and it is left untouched on error). `name` prefixes errors. Rejects a model_type other
  * than "llama" (absent is accepted), a hidden_act other than "silu", non-positive sizes, sizes
- * that do not divide (dim % n_heads, n_heads % n_kv_heads), rope_scaling (unsupported).
+ * that do not divide (dim % n_heads when head_dim is absent, n_heads % n_kv_heads), an odd
+ * head_dim, rope_scaling (unsupported), rope_parameters with a rope_type other than "default"
+ * (transformers 5 moves rope_theta there), attention_bias or mlp_bias true, token ids outside
+ * the vocabulary. torch_dtype may also be spelled "dtype" (transformers >= 4.56).
  * Returns 0 or -EINVAL with errstr naming the field. Thread-safe. */
 int model_config_parse(const char *json, size_t len, const char *name, struct model_config *cfg,
                        char *errstr, size_t errstr_len);
@@ -72,20 +76,27 @@ struct model_tensor {
     size_t n_bytes;
     const char *file; /* path of the file holding it */
 };
+/* `data` has no alignment guarantee beyond the file's own (safetensors data may start at any
+ * byte; torch aligns storages to 64): read elements with memcpy or convert in bulk. */
 
 struct model_weights;
 
 /* Opens the weights of a Hugging Face directory, trying in order: model.safetensors,
  * model.safetensors.index.json (shards), pytorch_model.bin, pytorch_model.bin.index.json.
  * `weights_file` (may be NULL) names one file inside dir to use instead (for example
- * "model.f16.safetensors"). Every file is mmap'ed. Every error names the file and tensor:
- * missing or truncated files, bad headers, out-of-range or overlapping offsets, unknown dtypes,
- * forbidden pickle content, a tensor listed by an index but absent from its shard.
- * Returns 0, -ENOENT, -EINVAL or -EPROTO. Caller owns *out; free with model_weights_destroy. */
+ * "model.f16.safetensors"); a name ending in ".index.json" is read as a shard index. Every file
+ * is mmap'ed; each shard is opened once. Every error names the file and tensor: missing or
+ * truncated files, bad headers, out-of-range or overlapping offsets, unknown dtypes, forbidden
+ * pickle content, a tensor listed by an index but absent from its shard, a tensor in a shard
+ * but not in the index, a tensor present twice.
+ * Returns 0; -ENOENT (no weights, or a missing file); -EPROTO (a weight file or index is
+ * malformed, inconsistent or forbidden); or another negative errno from opening a file (-EACCES,
+ * -EISDIR, -EIO). Caller owns *out; free with model_weights_destroy. Thread-safe. */
 int model_weights_open(const char *dir, const char *weights_file, struct model_weights **out,
                        char *errstr, size_t errstr_len);
 
-/* Opens one weight file, safetensors or PyTorch zip, told apart by content. Same contract. */
+/* Opens one weight file, safetensors or PyTorch zip (torch.save since torch 1.6), told apart by
+ * content. Same contract as model_weights_open. */
 int model_weights_open_file(const char *path, struct model_weights **out, char *errstr,
                             size_t errstr_len);
 
@@ -95,7 +106,8 @@ void model_weights_destroy(struct model_weights *w);
 /* "safetensors" or "pytorch". */
 const char *model_weights_format(const struct model_weights *w);
 
-/* Number of tensors and tensor i (in file order, shard by shard). Thread-safe (read-only). */
+/* Number of tensors and tensor i (in file order, shard by shard; NULL when i >= count).
+ * Thread-safe (read-only). */
 size_t model_weights_count(const struct model_weights *w);
 const struct model_tensor *model_weights_at(const struct model_weights *w, size_t i);
 
@@ -106,10 +118,13 @@ const struct model_tensor *model_weights_find(const struct model_weights *w, con
 typedef void (*model_problem_fn)(void *user, const char *msg);
 
 /* Checks a weight set against a config: every tensor LLaMA needs is present with the shape the
- * config implies; lm_head.weight present unless tie_embeddings; all weight tensors share one
- * dtype; nothing unexpected is present (rotary_emb.inv_freq buffers, which transformers < 4.31
- * saved, are accepted). Returns the number of problems (0 = complete and consistent).
- * `fn` may be NULL. Thread-safe (read-only). */
+ * config implies; lm_head.weight present unless tie_embeddings (when tied it may still be
+ * present, with the embedding's shape); all weight tensors share one dtype, the one
+ * cfg->torch_dtype names when it is set (else the embedding's); nothing unexpected is present
+ * (model.layers.<i>.self_attn.rotary_emb.inv_freq buffers, which transformers < 4.31 saved, are
+ * accepted whatever their dtype). Each problem is one call of `fn` naming the tensor (or the
+ * field) with expected and found shape or dtype. Returns the number of problems (0 = complete
+ * and consistent). `fn` may be NULL. Thread-safe (read-only). */
 int model_check(const struct model_config *cfg, const struct model_weights *w, model_problem_fn fn,
                 void *user);
 
@@ -121,8 +136,11 @@ struct model {
 };
 
 /* Opens dir/config.json and the weights (see model_weights_open), then runs model_check; the
- * first problem becomes errstr. Returns 0, -ENOENT, -EINVAL or -EPROTO.
- * Caller owns *out; free with model_destroy. */
+ * first problem becomes errstr. config.json's torch_dtype describes the default weight files, so
+ * when `weights_file` names a file explicitly (say a float16 copy beside float32 weights) its
+ * dtype only has to be consistent with itself. Returns 0, -ENOENT (config.json or weights
+ * missing), -EINVAL (config.json invalid, or weights that do not fit it), -EPROTO (see
+ * model_weights_open). Caller owns *out; free with model_destroy. Thread-safe. */
 int model_open(const char *dir, const char *weights_file, struct model **out, char *errstr,
                size_t errstr_len);
 

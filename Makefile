@@ -55,7 +55,7 @@ OPT    ?= -O2
 CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) -g $(WARN) $(SANFLAGS) -MMD -MP -I. \
               $(CFLAGS)
 LDFLAGS_ALL := $(SANFLAGS) $(LDFLAGS)
-LDLIBS_ALL  := -ljansson -lyaml -lm -lpthread $(LDLIBS)
+LDLIBS_ALL  := -lopenblas -ljansson -lyaml -lm -lpthread $(LDLIBS)
 
 ifneq ($(HAVE_CUDA),)
 CFLAGS_ALL  += -DHAVE_CUDA=1 -I$(CUDA_HOME)/include
@@ -159,7 +159,7 @@ FUZZ_LIB_SRCS := $(filter-out %cuda.c %cuda_%.c,$(LIB_SRCS))
 fuzz: $(FUZZ_NAMES:%=build/fuzz/fuzz_%)
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB_SRCS)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB_SRCS) -ljansson -lyaml -lm \
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB_SRCS) -lopenblas -ljansson -lyaml -lm \
 	    -lpthread
 
 clean:

@@ -1,0 +1,314 @@
+/* engine_bench.c - CPU engine speed against this machine's own limits, measured in the same run:
+ *   1. OpenBLAS sgemm GFLOP/s on the model's own matmul shapes at 512 tokens (all threads);
+ *   2. memory read bandwidth (all threads, 1 GiB);
+ *   3. prefill tokens/s in 512-token batches, as a fraction of the sgemm rate;
+ *   4. decode tokens/s at batch 1, 8, 32, 64 with a 700-token context; batch 1 as a fraction of
+ *      the bandwidth limit (weight bytes per token / bandwidth).
+ * Usage: engine_bench MODEL_DIR [--threads N] [--quick] */
+#include "common/util.h"
+#include "engine/engine.h"
+
+#include <cblas.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* --- 1. sgemm --------------------------------------------------------------------------- */
+
+static double sgemm_gflops(int m, int n, int k, double min_time)
+{
+    float *a = malloc((size_t)m * k * sizeof(float));
+    float *b = malloc((size_t)n * k * sizeof(float));
+    float *c = malloc((size_t)m * n * sizeof(float));
+    for (size_t i = 0; i < (size_t)m * k; i++) {
+        a[i] = (float)(i % 17) * 0.01f;
+    }
+    for (size_t i = 0; i < (size_t)n * k; i++) {
+        b[i] = (float)(i % 13) * 0.01f;
+    }
+    /* the engine's layout: C[m, n] = A[m, k] . B[n, k]^T */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, b, k, 0.0f, c, n);
+    int reps = 0;
+    double t0 = now_s(), t;
+    do {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, b, k, 0.0f, c, n);
+        reps++;
+        t = now_s() - t0;
+    } while (t < min_time);
+    free(a);
+    free(b);
+    free(c);
+    return 2.0 * m * n * k * reps / t * 1e-9;
+}
+
+/* --- 2. bandwidth ----------------------------------------------------------------------- */
+
+struct bw_arg {
+    const uint64_t *p;
+    size_t n;
+    uint64_t sum;
+};
+
+static void *bw_thread(void *arg_)
+{
+    struct bw_arg *a = arg_;
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (size_t i = 0; i + 4 <= a->n; i += 4) {
+        s0 += a->p[i];
+        s1 += a->p[i + 1];
+        s2 += a->p[i + 2];
+        s3 += a->p[i + 3];
+    }
+    a->sum = s0 + s1 + s2 + s3;
+    return NULL;
+}
+
+static double read_bandwidth_gbs(int n_threads)
+{
+    size_t bytes = (size_t)1 << 30, n = bytes / sizeof(uint64_t);
+    uint64_t *buf = malloc(bytes);
+    for (size_t i = 0; i < n; i++) {
+        buf[i] = i;
+    }
+    double best = 0;
+    for (int rep = 0; rep < 5; rep++) {
+        pthread_t th[64];
+        struct bw_arg args[64];
+        double t0 = now_s();
+        for (int i = 0; i < n_threads; i++) {
+            args[i] = (struct bw_arg){ buf + n / n_threads * i, n / n_threads, 0 };
+            pthread_create(&th[i], NULL, bw_thread, &args[i]);
+        }
+        uint64_t total = 0;
+        for (int i = 0; i < n_threads; i++) {
+            pthread_join(th[i], NULL);
+            total += args[i].sum;
+        }
+        double gbs = (double)bytes / (now_s() - t0) * 1e-9;
+        best = gbs > best ? gbs : best;
+        if (total == 42) {
+            printf("#"); /* keep the sums alive */
+        }
+    }
+    free(buf);
+    return best;
+}
+
+/* --- 3, 4. engine ------------------------------------------------------------------------- */
+
+static void make_tokens(int32_t *t, int32_t n, uint32_t seed, int32_t n_vocab)
+{
+    for (int32_t i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        t[i] = 3 + (int32_t)((seed >> 8) % (uint32_t)(n_vocab - 3));
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: engine_bench MODEL_DIR [--threads N] [--quick]\n");
+        return 2;
+    }
+    int n_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    bool quick = false, decode_only = false;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
+            n_threads = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--quick") == 0) {
+            quick = true;
+        } else if (strcmp(argv[i], "--decode-only") == 0) {
+            decode_only = true; /* for profiling */
+        }
+    }
+    struct engine_config cfg;
+    engine_config_default(&cfg);
+    cfg.backend = ENGINE_BACKEND_CPU;
+    cfg.n_threads = n_threads;
+    cfg.max_batch_tokens = 512;
+    cfg.max_outputs = 64;
+    cfg.max_ctx = 1024;
+    cfg.n_kv_blocks = 43 + 64 * 3 + 32; /* shared prefix, 3 per sequence, prefill */
+    struct engine *e;
+    char err[ERRSTR_LEN];
+    if (engine_open(argv[1], NULL, &cfg, &e, err, sizeof(err)) != 0) {
+        fprintf(stderr, "engine_bench: %s\n", err);
+        return 1;
+    }
+    const struct model_config *m = engine_model_config(e);
+    int32_t V = m->n_vocab, D = m->dim, F = m->n_ff, L = m->n_layers;
+    int32_t Q = m->n_heads * m->head_dim, KV = m->n_kv_heads * m->head_dim;
+    /* matmul FLOPs per token (without the lm_head) and weight bytes read per decode token */
+    double layer_params = (double)Q * D * 2 + (double)KV * D * 2 + 3.0 * F * D;
+    double flops_tok = 2.0 * L * layer_params;
+    double weight_bytes = 4.0 * (L * layer_params + (double)V * D);
+
+    /* the peer: OpenBLAS itself on the same shapes, all threads (the engine later pins it to 1) */
+    openblas_set_num_threads(n_threads);
+    double min_t = quick ? 0.3 : 1.0;
+    double t_gemm = 0;
+    struct {
+        int n, k, count;
+    } shapes[] = { { Q, D, 1 }, { KV, D, 2 }, { D, Q, 1 }, { F, D, 2 }, { D, F, 1 } };
+    double total_flop = 0;
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+        double g = sgemm_gflops(512, shapes[i].n, shapes[i].k, min_t);
+        double flop = 2.0 * 512 * shapes[i].n * shapes[i].k * shapes[i].count;
+        total_flop += flop;
+        t_gemm += flop / (g * 1e9);
+    }
+    double sgemm_rate = total_flop / t_gemm * 1e-9;
+    double bw = read_bandwidth_gbs(n_threads);
+    openblas_set_num_threads(1);
+
+    printf("model: %s  dim %d, layers %d, heads %d/%d, ffn %d, vocab %d, %.1fM params\n", argv[1],
+           D, L, m->n_heads, m->n_kv_heads, F, V,
+           (L * layer_params + (double)V * D + (2.0 * L + 1) * D) / 1e6);
+    printf("threads: %d\n", n_threads);
+    printf("sgemm (OpenBLAS, the model's shapes at 512 tokens): %.1f GFLOP/s\n", sgemm_rate);
+    printf("memory read bandwidth: %.1f GB/s\n", bw);
+
+    /* prefill: one 512-token batch from position 0, logits for the last token only */
+    int32_t toks[512], pos[512], seq[512], blocks[64], n_blocks = 32;
+    for (int32_t i = 0; i < 512; i++) {
+        pos[i] = i;
+        seq[i] = 0;
+    }
+    for (int32_t i = 0; i < 64; i++) {
+        blocks[i] = 43 + 64 * 3 + i % 32;
+    }
+    make_tokens(toks, 512, 1, V);
+    float *logits = malloc((size_t)64 * V * sizeof(float));
+    const int32_t *one_table[1] = { blocks };
+    int32_t last = 511;
+    struct engine_batch pb = {
+        .n_tokens = 512,
+        .tokens = toks,
+        .pos = pos,
+        .seq = seq,
+        .n_seqs = 1,
+        .block_tables = one_table,
+        .n_blocks = &n_blocks,
+        .n_outputs = 1,
+        .output_rows = &last,
+    };
+    engine_forward(e, &pb, logits); /* warm-up */
+    int reps = decode_only ? 0 : quick ? 2 : 5;
+    double t0 = now_s();
+    for (int r = 0; r < reps; r++) {
+        engine_forward(e, &pb, logits);
+    }
+    double t_pre = (now_s() - t0) / (reps ? reps : 1);
+    double pre_tps = 512.0 / t_pre;
+    double pre_gflops = (flops_tok * 512 + 2.0 * D * V) / t_pre * 1e-9;
+    printf("prefill: %.0f tokens/s (512-token batches), %.1f GFLOP/s = %.0f%% of sgemm\n", pre_tps,
+           pre_gflops, 100.0 * pre_gflops / sgemm_rate);
+
+    /* decode: a shared 688-token prefix (43 blocks), each sequence its own 12 tokens, then
+     * steps of one token per sequence at context ~700 */
+    int32_t shared[43];
+    for (int32_t i = 0; i < 43; i++) {
+        shared[i] = i;
+    }
+    int32_t prefix[688];
+    make_tokens(prefix, 688, 2, V);
+    for (int32_t start = 0; start < 688; start += 344) {
+        int32_t rows = 343;
+        int32_t n44 = 43;
+        for (int32_t i = 0; i < 344; i++) {
+            pos[i] = start + i;
+        }
+        struct engine_batch b = {
+            .n_tokens = 344,
+            .tokens = prefix + start,
+            .pos = pos,
+            .seq = seq,
+            .n_seqs = 1,
+            .block_tables = (const int32_t *const[]){ shared },
+            .n_blocks = &n44,
+            .n_outputs = 1,
+            .output_rows = &rows,
+        };
+        engine_forward(e, &b, logits);
+    }
+    const int batches[4] = { 1, 8, 32, 64 };
+    double decode_tps[4];
+    static int32_t tables[64][46];
+    const int32_t *table_ptrs[64];
+    int32_t nb[64];
+    for (int s = 0; s < 64; s++) {
+        memcpy(tables[s], shared, sizeof(shared));
+        for (int k = 0; k < 3; k++) {
+            tables[s][43 + k] = 43 + 3 * s + k; /* positions 688..735 */
+        }
+        table_ptrs[s] = tables[s];
+        nb[s] = 46;
+    }
+    int steps = quick ? 8 : 32;
+    for (int bi = 0; bi < 4; bi++) {
+        int B = batches[bi];
+        /* each sequence's own 12 tokens at positions 688..699 */
+        int32_t n = 0, rows[64];
+        for (int s = 0; s < B; s++) {
+            make_tokens(toks + n, 12, 100u + (uint32_t)s, V);
+            for (int i = 0; i < 12; i++) {
+                pos[n + i] = 688 + i;
+                seq[n + i] = s;
+            }
+            n += 12;
+            rows[s] = n - 1;
+        }
+        struct engine_batch b = {
+            .n_tokens = n,
+            .tokens = toks,
+            .pos = pos,
+            .seq = seq,
+            .n_seqs = B,
+            .block_tables = table_ptrs,
+            .n_blocks = nb,
+            .n_outputs = B,
+            .output_rows = rows,
+        };
+        engine_forward(e, &b, logits);
+        t0 = now_s();
+        for (int st = 0; st < steps; st++) {
+            for (int s = 0; s < B; s++) {
+                toks[s] = 3 + (s * 7 + st) % (V - 3);
+                pos[s] = 700 + st;
+                seq[s] = s;
+                rows[s] = s;
+            }
+            b.n_tokens = B;
+            engine_forward(e, &b, logits);
+        }
+        decode_tps[bi] = (double)B * steps / (now_s() - t0);
+        for (int s = 0; s < 64; s++) {
+            seq[s] = 0;
+        }
+    }
+    double limit = bw * 1e9 / weight_bytes;
+    printf("decode at context 700: ");
+    for (int bi = 0; bi < 4; bi++) {
+        printf("%sB=%d %.1f tok/s", bi ? ", " : "", batches[bi], decode_tps[bi]);
+    }
+    printf("\n");
+    printf("decode batch 1: %.1f tok/s vs bandwidth limit %.1f tok/s (%.0f MB weights/token) = "
+           "%.0f%%\n",
+           decode_tps[0], limit, weight_bytes / 1e6, 100.0 * decode_tps[0] / limit);
+    printf("prefill_vs_sgemm: %.2f\ndecode1_vs_bandwidth: %.2f\n", pre_gflops / sgemm_rate,
+           decode_tps[0] / limit);
+    free(logits);
+    engine_destroy(e);
+    return 0;
+}

@@ -1,0 +1,227 @@
+/* engine.c - opens a model on a backend and validates batches before they reach it. */
+#include "engine/engine.h"
+
+#include "common/util.h"
+#include "common/xmalloc.h"
+#include "engine/backend.h"
+#include "engine/llama2c.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct engine {
+    struct engine_config cfg;
+    struct model_config mc;
+    const struct engine_backend_ops *ops;
+    void *ctx;
+    struct model *hf;        /* a Hugging Face directory, or */
+    struct llama2c_file *l2; /* a llama2.c checkpoint */
+    int32_t *last_pos;       /* [max seqs seen] scratch for batch validation */
+    int32_t n_last_pos;
+    char errstr[256];
+};
+
+int engine_backend_parse(const char *name, enum engine_backend_kind *out)
+{
+    static const char *const names[] = { "auto", "cpu", "cuda" };
+    for (int i = 0; i < 3; i++) {
+        if (strcmp(name, names[i]) == 0) {
+            *out = (enum engine_backend_kind)i;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+void engine_config_default(struct engine_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->backend = ENGINE_BACKEND_AUTO;
+    cfg->n_threads = 0;
+    cfg->max_batch_tokens = 512;
+    cfg->max_outputs = 512;
+    cfg->kv_block_size = 16;
+    cfg->n_kv_blocks = 0;
+    cfg->max_ctx = 0;
+}
+
+static const struct model_tensor *engine_find_hf(const void *user, const char *name)
+{
+    return model_weights_find(((const struct model *)user)->weights, name);
+}
+
+int engine_open(const char *path, const char *weights_file, const struct engine_config *cfg,
+                struct engine **out, char *errstr, size_t errstr_len)
+{
+    struct engine *e = xcalloc(1, sizeof(*e));
+    struct engine_weight_src src;
+    int err;
+    if (path_is_dir(path)) {
+        err = model_open(path, weights_file, &e->hf, errstr, errstr_len);
+        if (err) {
+            goto fail;
+        }
+        e->mc = e->hf->cfg;
+        src = (struct engine_weight_src){ &e->mc, engine_find_hf, e->hf };
+    } else {
+        err = llama2c_open(path, &e->l2, errstr, errstr_len);
+        if (err) {
+            goto fail;
+        }
+        e->mc = *llama2c_config(e->l2);
+        src = (struct engine_weight_src){ &e->mc, llama2c_find, e->l2 };
+    }
+    e->cfg = *cfg;
+    if (e->cfg.max_ctx <= 0 || e->cfg.max_ctx > e->mc.max_pos) {
+        e->cfg.max_ctx = e->mc.max_pos;
+    }
+    if (e->cfg.kv_block_size <= 0) {
+        e->cfg.kv_block_size = 16;
+    }
+    if (e->cfg.n_kv_blocks <= 0) {
+        e->cfg.n_kv_blocks =
+            4 * ((e->cfg.max_ctx + e->cfg.kv_block_size - 1) / e->cfg.kv_block_size);
+    }
+    if (e->cfg.max_batch_tokens <= 0 || e->cfg.max_outputs <= 0) {
+        errstr_set(errstr, errstr_len, "engine: max_batch_tokens and max_outputs must be > 0");
+        err = -EINVAL;
+        goto fail;
+    }
+    if (e->cfg.backend == ENGINE_BACKEND_CUDA) {
+        errstr_set(errstr, errstr_len, "engine: the cuda backend is not available in this build");
+        err = -ENODEV;
+        goto fail;
+    }
+    e->ops = &engine_backend_cpu_ops;
+    err = e->ops->init(&e->cfg, &src, &e->ctx, errstr, errstr_len);
+    if (err) {
+        goto fail;
+    }
+    *out = e;
+    return 0;
+fail:
+    engine_destroy(e);
+    return err;
+}
+
+void engine_destroy(struct engine *e)
+{
+    if (!e) {
+        return;
+    }
+    if (e->ops && e->ctx) {
+        e->ops->destroy(e->ctx);
+    }
+    model_destroy(e->hf);
+    llama2c_close(e->l2);
+    free(e->last_pos);
+    free(e);
+}
+
+const struct model_config *engine_model_config(const struct engine *e)
+{
+    return &e->mc;
+}
+
+const struct engine_config *engine_get_config(const struct engine *e)
+{
+    return &e->cfg;
+}
+
+const char *engine_backend_name(const struct engine *e)
+{
+    return e->ops->name;
+}
+
+const char *engine_errstr(const struct engine *e)
+{
+    return e->errstr;
+}
+
+/* Every index the backend will follow is checked here, so a bad batch is an error, never an
+ * out-of-bounds access. */
+static int engine_batch_check(struct engine *e, const struct engine_batch *b)
+{
+    const struct engine_config *c = &e->cfg;
+    if (b->n_tokens <= 0 || b->n_tokens > c->max_batch_tokens) {
+        snprintf(e->errstr, sizeof(e->errstr), "batch of %" PRId32 " tokens (limit %" PRId32 ")",
+                 b->n_tokens, c->max_batch_tokens);
+        return -EINVAL;
+    }
+    if (b->n_outputs < 0 || b->n_outputs > c->max_outputs || b->n_outputs > b->n_tokens) {
+        snprintf(e->errstr, sizeof(e->errstr), "%" PRId32 " outputs for %" PRId32 " tokens",
+                 b->n_outputs, b->n_tokens);
+        return -EINVAL;
+    }
+    if (b->n_seqs <= 0) {
+        snprintf(e->errstr, sizeof(e->errstr), "batch without sequences");
+        return -EINVAL;
+    }
+    if (b->n_seqs > e->n_last_pos) {
+        e->last_pos = xrealloc(e->last_pos, (size_t)b->n_seqs * sizeof(*e->last_pos));
+        e->n_last_pos = b->n_seqs;
+    }
+    for (int32_t s = 0; s < b->n_seqs; s++) {
+        e->last_pos[s] = -1;
+    }
+    for (int32_t i = 0; i < b->n_tokens; i++) {
+        int32_t s = b->seq[i], p = b->pos[i];
+        if (b->tokens[i] < 0 || b->tokens[i] >= e->mc.n_vocab) {
+            snprintf(e->errstr, sizeof(e->errstr),
+                     "token %" PRId32 ": id %" PRId32 " outside the vocabulary", i, b->tokens[i]);
+            return -EINVAL;
+        }
+        if (s < 0 || s >= b->n_seqs) {
+            snprintf(e->errstr, sizeof(e->errstr),
+                     "token %" PRId32 ": sequence %" PRId32 " out of range", i, s);
+            return -EINVAL;
+        }
+        if (p < 0 || p >= c->max_ctx || p <= e->last_pos[s]) {
+            snprintf(e->errstr, sizeof(e->errstr),
+                     "token %" PRId32 ": position %" PRId32
+                     " out of range or not increasing (context %" PRId32 ")",
+                     i, p, c->max_ctx);
+            return -EINVAL;
+        }
+        e->last_pos[s] = p;
+        if (p / c->kv_block_size >= b->n_blocks[s]) {
+            snprintf(e->errstr, sizeof(e->errstr),
+                     "token %" PRId32 ": position %" PRId32 " beyond sequence %" PRId32
+                     "'s %" PRId32 " blocks",
+                     i, p, s, b->n_blocks[s]);
+            return -EINVAL;
+        }
+    }
+    for (int32_t s = 0; s < b->n_seqs; s++) {
+        for (int32_t k = 0; k < b->n_blocks[s]; k++) {
+            int32_t blk = b->block_tables[s][k];
+            if (blk < 0 || blk >= c->n_kv_blocks) {
+                snprintf(e->errstr, sizeof(e->errstr),
+                         "sequence %" PRId32 ": block %" PRId32 " outside the pool of %" PRId32, s,
+                         blk, c->n_kv_blocks);
+                return -EINVAL;
+            }
+        }
+    }
+    for (int32_t o = 0; o < b->n_outputs; o++) {
+        if (b->output_rows[o] < 0 || b->output_rows[o] >= b->n_tokens) {
+            snprintf(e->errstr, sizeof(e->errstr),
+                     "output %" PRId32 ": row %" PRId32 " out of range", o, b->output_rows[o]);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+int engine_forward(struct engine *e, const struct engine_batch *b, float *logits)
+{
+    e->errstr[0] = '\0';
+    int err = engine_batch_check(e, b);
+    if (err) {
+        return err;
+    }
+    return e->ops->forward(e->ctx, b, logits);
+}

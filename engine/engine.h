@@ -1,0 +1,89 @@
+/* engine.h - one model on one device: weights loaded once, a paged KV cache allocated once, and
+ * a forward pass over a flattened batch of tokens from many sequences.
+ *
+ * A batch mixes prefill chunks of any length and single decode tokens. Each token carries its
+ * sequence and position; the engine writes its K/V into the sequence's blocks and attends over
+ * positions 0..pos of that sequence. Which blocks a sequence owns is the caller's business (the
+ * scheduler's block manager); the engine only reads the block tables. */
+#ifndef ENGINE_ENGINE_H
+#define ENGINE_ENGINE_H
+
+#include "engine/model.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum engine_backend_kind { ENGINE_BACKEND_AUTO = 0, ENGINE_BACKEND_CPU, ENGINE_BACKEND_CUDA };
+
+/* Parses "auto", "cpu" or "cuda". Returns 0 or -EINVAL. */
+int engine_backend_parse(const char *name, enum engine_backend_kind *out);
+
+/* Engine options. Plain data; fill with engine_config_default first. */
+struct engine_config {
+    enum engine_backend_kind backend; /* AUTO: CUDA when built and a GPU is present, else CPU */
+    int n_threads;                    /* CPU threads, 0 = one per online CPU */
+    int32_t max_batch_tokens;         /* most tokens in one engine_forward (default 512) */
+    int32_t max_outputs;              /* most logits rows in one engine_forward (default 512) */
+    int32_t kv_block_size;            /* tokens per KV block (default 16) */
+    int32_t n_kv_blocks;              /* blocks in the pool; 0 = 4 full contexts' worth */
+    int32_t max_ctx; /* longest sequence; 0 = the model's max_position_embeddings */
+};
+
+void engine_config_default(struct engine_config *cfg);
+
+/* One forward pass's input. Plain data, borrowed for the duration of engine_forward.
+ * Tokens of one sequence must appear in increasing position order, and a sequence's positions
+ * before the first one in this batch must already be in its KV blocks. */
+struct engine_batch {
+    int32_t n_tokens;
+    const int32_t *tokens; /* [n_tokens] token ids */
+    const int32_t *pos;    /* [n_tokens] position of each token within its sequence */
+    const int32_t *seq;    /* [n_tokens] index into block_tables */
+    int32_t n_seqs;
+    const int32_t *const *block_tables; /* [n_seqs] -> block ids; position p of sequence s lives
+                                         * in block_tables[s][p / kv_block_size] */
+    const int32_t *n_blocks;            /* [n_seqs] length of each block table */
+    int32_t n_outputs;
+    const int32_t *output_rows; /* [n_outputs] token indices whose logits are wanted */
+};
+
+struct engine;
+
+/* Opens a model: a Hugging Face directory (see model_open; `weights_file` may pick one file) or
+ * a llama2.c checkpoint file (stories260K.bin layout). Loads the weights (f16/bf16 converted to
+ * f32 once on the CPU backend) and allocates the KV pool and all scratch memory.
+ * Returns 0, -ENOENT, -EINVAL, -EPROTO, -ENOMEM or -ENODEV with errstr.
+ * Caller owns *out; free with engine_destroy. */
+int engine_open(const char *path, const char *weights_file, const struct engine_config *cfg,
+                struct engine **out, char *errstr, size_t errstr_len);
+
+/* No-op on NULL. */
+void engine_destroy(struct engine *e);
+
+/* The model's architecture. Borrowed, valid until engine_destroy. */
+const struct model_config *engine_model_config(const struct engine *e);
+
+/* The options in force (defaults resolved). Borrowed. */
+const struct engine_config *engine_get_config(const struct engine *e);
+
+/* "cpu" or "cuda". */
+const char *engine_backend_name(const struct engine *e);
+
+/* Runs the batch and writes logits [n_outputs, n_vocab] (fp32) to `logits`. Allocates nothing.
+ * Returns 0, or -EINVAL for a malformed batch (token, position, sequence or block out of range,
+ * too many tokens) with the reason in engine_errstr. Engine thread only. */
+int engine_forward(struct engine *e, const struct engine_batch *b, float *logits);
+
+/* The last error's message. Borrowed, valid until the next call on e. */
+const char *engine_errstr(const struct engine *e);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,127 @@
+/* attention.c - softmax and causal attention of one query head over a paged KV cache.
+ *
+ * Dot products keep 8 partial sums (lane j sums elements j, j+8, ...) combined in a fixed tree,
+ * written with GCC vector extensions so they vectorize without reassociation; the result for a
+ * (token, head) never depends on what else is in the batch. On x86-64 an AVX2+FMA clone is
+ * chosen at load time when the CPU has it. */
+#include "ops.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
+#define KERN_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define KERN_CPU_CLONES
+#endif
+
+typedef float attn_v8 __attribute__((vector_size(32)));
+
+/* The helpers below pass 32-byte vectors by value; they are static and inlined, so the AVX/SSE
+ * calling-convention difference GCC warns about never crosses a call. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+static inline attn_v8 attn_load(const float *p)
+{
+    attn_v8 v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+static inline void attn_store(float *p, attn_v8 v)
+{
+    memcpy(p, &v, sizeof(v));
+}
+
+/* Lane sums in a fixed tree. */
+static inline float attn_hsum(attn_v8 a)
+{
+    return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+}
+
+void kern_cpu_softmax_f32(float *x, int32_t n)
+{
+    float max = x[0];
+    for (int32_t i = 1; i < n; i++) {
+        max = x[i] > max ? x[i] : max;
+    }
+    float sum = 0.0f;
+    for (int32_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    float inv = 1.0f / sum;
+    for (int32_t i = 0; i < n; i++) {
+        x[i] *= inv;
+    }
+}
+
+KERN_CPU_CLONES
+void kern_cpu_attention_paged_f32(const float *q, const float *k_pool, const float *v_pool,
+                                  int32_t kv_stride, int32_t kv_off, int32_t head_dim,
+                                  const int32_t *blocks, int32_t block_size, int32_t n_ctx,
+                                  float *scores, float *out)
+{
+    float scale = 1.0f / sqrtf((float)head_dim);
+    int32_t n_vec = head_dim / 8;
+    for (int32_t j0 = 0; j0 < n_ctx; j0 += block_size) {
+        const float *k_blk =
+            k_pool + (size_t)blocks[j0 / block_size] * (size_t)block_size * (size_t)kv_stride +
+            (size_t)kv_off;
+        int32_t n = n_ctx - j0 < block_size ? n_ctx - j0 : block_size;
+        int32_t r = 0;
+        /* four keys at a time: independent accumulator chains, the same order per key */
+        for (; r + 4 <= n; r += 4) {
+            const float *k0 = k_blk + (size_t)r * (size_t)kv_stride;
+            const float *k1 = k0 + kv_stride, *k2 = k1 + kv_stride, *k3 = k2 + kv_stride;
+            attn_v8 a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
+            for (int32_t d = 0; d < n_vec; d++) {
+                attn_v8 qv = attn_load(q + 8 * d);
+                a0 += qv * attn_load(k0 + 8 * d);
+                a1 += qv * attn_load(k1 + 8 * d);
+                a2 += qv * attn_load(k2 + 8 * d);
+                a3 += qv * attn_load(k3 + 8 * d);
+            }
+            for (int32_t d = 8 * n_vec; d < head_dim; d++) {
+                a0[d % 8] += q[d] * k0[d];
+                a1[d % 8] += q[d] * k1[d];
+                a2[d % 8] += q[d] * k2[d];
+                a3[d % 8] += q[d] * k3[d];
+            }
+            scores[j0 + r] = attn_hsum(a0) * scale;
+            scores[j0 + r + 1] = attn_hsum(a1) * scale;
+            scores[j0 + r + 2] = attn_hsum(a2) * scale;
+            scores[j0 + r + 3] = attn_hsum(a3) * scale;
+        }
+        for (; r < n; r++) {
+            const float *k = k_blk + (size_t)r * (size_t)kv_stride;
+            attn_v8 acc = { 0 };
+            for (int32_t d = 0; d < n_vec; d++) {
+                acc += attn_load(q + 8 * d) * attn_load(k + 8 * d);
+            }
+            for (int32_t d = 8 * n_vec; d < head_dim; d++) {
+                acc[d % 8] += q[d] * k[d];
+            }
+            scores[j0 + r] = attn_hsum(acc) * scale;
+        }
+    }
+    kern_cpu_softmax_f32(scores, n_ctx);
+    memset(out, 0, (size_t)head_dim * sizeof(float));
+    for (int32_t j0 = 0; j0 < n_ctx; j0 += block_size) {
+        const float *v_blk =
+            v_pool + (size_t)blocks[j0 / block_size] * (size_t)block_size * (size_t)kv_stride +
+            (size_t)kv_off;
+        int32_t n = n_ctx - j0 < block_size ? n_ctx - j0 : block_size;
+        for (int32_t r = 0; r < n; r++) {
+            const float *v = v_blk + (size_t)r * (size_t)kv_stride;
+            float a = scores[j0 + r];
+            attn_v8 av = { a, a, a, a, a, a, a, a };
+            for (int32_t d = 0; d < n_vec; d++) {
+                attn_store(out + 8 * d, attn_load(out + 8 * d) + av * attn_load(v + 8 * d));
+            }
+            for (int32_t d = 8 * n_vec; d < head_dim; d++) {
+                out[d] += a * v[d];
+            }
+        }
+    }
+}

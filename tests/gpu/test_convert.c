@@ -2,12 +2,15 @@
  * every one of the 65,536 input patterns. Prints SKIP and passes where no GPU is present. */
 #include "kernels/cpu/convert.h"
 
-#include <cmocka.h>
-#include <setjmp.h>
+/* cmocka needs these four headers first, in this order */
+/* clang-format off */
 #include <stdarg.h>
-#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+/* clang-format on */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 

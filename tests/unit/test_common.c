@@ -4,13 +4,16 @@
 #include "common/utf8.h"
 #include "common/util.h"
 
-#include <cmocka.h>
-#include <errno.h>
-#include <locale.h>
-#include <setjmp.h>
+/* cmocka needs these four headers first, in this order */
+/* clang-format off */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+/* clang-format on */
+#include <errno.h>
+#include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

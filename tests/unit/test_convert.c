@@ -2,12 +2,15 @@
  * bit fields) for all 65,536 patterns, and f32 -> f16 rounding against the compiler's _Float16. */
 #include "kernels/cpu/convert.h"
 
-#include <cmocka.h>
-#include <math.h>
-#include <setjmp.h>
+/* cmocka needs these four headers first, in this order */
+/* clang-format off */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+/* clang-format on */
+#include <math.h>
 #include <string.h>
 
 static double f16_formula(uint16_t h)

@@ -11,14 +11,17 @@
 #include "engine/engine.h"
 #include "engine/sampler.h"
 
-#include <cmocka.h>
-#include <dirent.h>
-#include <errno.h>
-#include <math.h>
-#include <setjmp.h>
+/* cmocka needs these four headers first, in this order */
+/* clang-format off */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+/* clang-format on */
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -7,7 +7,7 @@
  * inputs are built here byte by byte (safetensors headers, pickles, zip archives, ZIP64
  * included) and must fail with -EPROTO/-EINVAL and a message naming the file and the tensor,
  * field, opcode or global. Run from the repository root. */
-/* cmocka needs these first, in this order. */
+/* cmocka needs these four headers first, in this order */
 /* clang-format off */
 #include <stdarg.h>
 #include <stddef.h>

@@ -3,12 +3,15 @@
  * and after idle periods (sleeping workers) both work. Run under TSan in CI. */
 #include "common/threadpool.h"
 
-#include <cmocka.h>
-#include <setjmp.h>
+/* cmocka needs these four headers first, in this order */
+/* clang-format off */
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+/* clang-format on */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
 

@@ -64,7 +64,9 @@ float tok_score(const struct tok *t, int32_t id);
 enum tok_piece_type tok_type(const struct tok *t, int32_t id);
 
 /* Encodes `len` bytes of text, prepending BOS when add_bos. Invalid UTF-8 bytes are handled as
- * SentencePiece does. Returns 0 or -EINVAL. Caller owns *ids (free). Thread-safe. */
+ * SentencePiece does (each becomes U+FFFD, then byte pieces). No id of a CONTROL piece ever comes
+ * from the text. Returns 0, or -EINVAL when add_bos and the model has no BOS, text is NULL with
+ * len > 0, or len is over 512 MiB. Caller owns *ids (free). Thread-safe. */
 int tok_encode(const struct tok *t, const char *text, size_t len, bool add_bos, int32_t **ids,
                size_t *n_ids);
 

@@ -13,4 +13,7 @@ int ctl_detokenize(int argc, char **argv);
 /* judgectl inspect DIR [--weights FILE] */
 int ctl_inspect(int argc, char **argv);
 
+/* judgectl generate --model PATH --prompt TEXT [sampling options] [--logits FILE] */
+int ctl_generate(int argc, char **argv);
+
 #endif

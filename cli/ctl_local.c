@@ -294,6 +294,11 @@ int ctl_inspect(int argc, char **argv)
             printf("  %-52s %-4s %s\n", ts->name, model_dtype_name(ts->dtype), shape);
         }
         if (n_problems == 0) {
+            if (weights_file) {
+                /* an explicitly chosen file (model.f16.safetensors beside float32 weights) need
+                 * not be in config.json's torch_dtype, as model_open also accepts */
+                cfg.torch_dtype[0] = '\0';
+            }
             n_problems += model_check(&cfg, w, ctl_problem_print, NULL);
         }
     }

@@ -19,6 +19,10 @@ static const struct ctl_command ctl_commands[] = {
       "tokenize (--model DIR | --tokenizer FILE) [--no-bos]   stdin text -> ids on one line" },
     { "detokenize", ctl_detokenize,
       "detokenize (--model DIR | --tokenizer FILE)            stdin ids -> text" },
+    { "generate", ctl_generate,
+      "generate --model PATH --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K]\n"
+      "           [--top-p P] [--seed S] [--judgelm] [--stop STR] [--logits FILE]\n"
+      "           [--tokenizer FILE] [--weights FILE]     print the continuation" },
     { "inspect", ctl_inspect,
       "inspect DIR [--weights FILE]                           config, tensors, consistency" },
 };

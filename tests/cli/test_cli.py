@@ -137,6 +137,66 @@ def test_inspect_inconsistent_models():
             shutil.rmtree(d)
 
 
+STORIES_BIN = f"{FIX}/stories260K/stories260K.bin"
+TOK512 = f"{FIX}/stories260K/tok512.model"
+
+
+def test_generate_reproduces_llama2c():
+    # llama2.c `run stories260K.bin -z tok512.bin -t 0.0 -n 200`: 200 greedy tokens from BOS
+    want = open(f"{FIX}/stories260K/expected_greedy_n200.txt", encoding="utf-8").read()
+    runs = [
+        ["--model", STORIES_BIN, "--tokenizer", TOK512],
+        ["--model", STORIES_HF],
+        ["--model", STORIES_HF, "--weights", "model.f16.safetensors"],
+    ]
+    for args in runs:
+        rc, out, err = ctl(["generate"] + args + ["--prompt", "", "--max-new-tokens", "200",
+                                                   "--temperature", "0"])
+        check(f"generate {args[1]} {args[-1]}", rc == 0 and out.decode() == want,
+              f"rc={rc} err={err[-300:]!r}\ngot={out[:120]!r}...")
+
+
+def test_generate_logits_match_runc():
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "logits.txt")
+        rc, _, err = ctl(["generate", "--model", STORIES_BIN, "--tokenizer", TOK512,
+                          "--prompt", "", "--max-new-tokens", "8", "--logits", path])
+        check("generate --logits", rc == 0, err)
+        got = [l.split() for l in open(path)]
+        want = [l.split() for l in open(f"{FIX}/stories260K/derived/runc_logits_first8.txt")]
+        check("logits lines", len(got) == 8 and len(want) >= 8, len(got))
+        worst = 0.0
+        for g, w in zip(got, want):
+            check("logits position and input token", g[:2] == w[:2], (g[:2], w[:2]))
+            worst = max(worst, max(abs(float(a) - float(b)) for a, b in zip(g[2:], w[2:])))
+        check("logits within 1e-4 of run.c", worst <= 1e-4, worst)
+
+
+def test_generate_stops_and_samples():
+    base = ["generate", "--model", STORIES_HF, "--prompt", "Once upon a time"]
+    rc, full, _ = ctl(base + ["--max-new-tokens", "60", "--temperature", "0"])
+    check("generate greedy", rc == 0 and len(full) > 20, full)
+    # a stop string cuts the continuation before it
+    rc, cut, _ = ctl(base + ["--max-new-tokens", "60", "--temperature", "0", "--stop", "Lily"])
+    check("generate --stop", rc == 0 and b"Lily" in full and cut == full[:full.index(b"Lily")],
+          (cut, full))
+    # the same seed gives the same sample, another seed (almost surely) another
+    a = ctl(base + ["--max-new-tokens", "40", "--temperature", "1", "--seed", "7"])[1]
+    b = ctl(base + ["--max-new-tokens", "40", "--temperature", "1", "--seed", "7"])[1]
+    c = ctl(base + ["--max-new-tokens", "40", "--temperature", "1", "--seed", "8"])[1]
+    check("generate seeded", a == b and a != c, (a, b, c))
+    # top-k 1 at any temperature is greedy
+    k1 = ctl(base + ["--max-new-tokens", "60", "--temperature", "0.8", "--top-k", "1"])[1]
+    check("generate top-k 1", k1 == full, (k1, full))
+    rc, _, err = ctl(["generate", "--model", STORIES_BIN, "--prompt", "x"])
+    check("llama2.c needs --tokenizer", rc == 2 and b"--tokenizer" in err, err)
+    rc, _, err = ctl(base + ["--top-p", "1.5"])
+    check("bad top-p", rc == 2 and b"--top-p" in err, err)
+    long_prompt = "Once upon a time " * 200  # more than the 512-token context
+    rc, _, err = ctl(["generate", "--model", STORIES_HF, "--prompt", long_prompt])
+    check("prompt longer than the context", rc == 1 and b"context" in err, err)
+
+
 def main():
     for name, fn in sorted(globals().items()):
         if name.startswith("test_") and callable(fn):

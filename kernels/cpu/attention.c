@@ -9,7 +9,7 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
 #define KERN_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define KERN_CPU_CLONES
@@ -17,25 +17,15 @@
 
 typedef float attn_v8 __attribute__((vector_size(32)));
 
-/* The helpers below pass 32-byte vectors by value; they are static and inlined, so the AVX/SSE
- * calling-convention difference GCC warns about never crosses a call. */
-#pragma GCC diagnostic ignored "-Wpsabi"
-
-static inline attn_v8 attn_load(const float *p)
-{
-    attn_v8 v;
-    memcpy(&v, p, sizeof(v));
-    return v;
-}
-
-static inline void attn_store(float *p, attn_v8 v)
-{
-    memcpy(p, &v, sizeof(v));
-}
+/* Vectors never cross a function boundary (clang refuses AVX-sized values in calls of the
+ * baseline clone), so loads and stores are macros and the lane sum takes a pointer. */
+#define ATTN_LOAD(dst, p)  memcpy(&(dst), (p), sizeof(attn_v8))
+#define ATTN_STORE(p, src) memcpy((p), &(src), sizeof(attn_v8))
 
 /* Lane sums in a fixed tree. */
-static inline float attn_hsum(attn_v8 a)
+static inline float attn_hsum(const attn_v8 *v)
 {
+    const float *a = (const float *)v;
     return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
 }
 
@@ -76,11 +66,16 @@ void kern_cpu_attention_paged_f32(const float *q, const float *k_pool, const flo
             const float *k1 = k0 + kv_stride, *k2 = k1 + kv_stride, *k3 = k2 + kv_stride;
             attn_v8 a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
             for (int32_t d = 0; d < n_vec; d++) {
-                attn_v8 qv = attn_load(q + 8 * d);
-                a0 += qv * attn_load(k0 + 8 * d);
-                a1 += qv * attn_load(k1 + 8 * d);
-                a2 += qv * attn_load(k2 + 8 * d);
-                a3 += qv * attn_load(k3 + 8 * d);
+                attn_v8 qv, x0, x1, x2, x3;
+                ATTN_LOAD(qv, q + 8 * d);
+                ATTN_LOAD(x0, k0 + 8 * d);
+                ATTN_LOAD(x1, k1 + 8 * d);
+                ATTN_LOAD(x2, k2 + 8 * d);
+                ATTN_LOAD(x3, k3 + 8 * d);
+                a0 += qv * x0;
+                a1 += qv * x1;
+                a2 += qv * x2;
+                a3 += qv * x3;
             }
             for (int32_t d = 8 * n_vec; d < head_dim; d++) {
                 a0[d % 8] += q[d] * k0[d];
@@ -88,21 +83,24 @@ void kern_cpu_attention_paged_f32(const float *q, const float *k_pool, const flo
                 a2[d % 8] += q[d] * k2[d];
                 a3[d % 8] += q[d] * k3[d];
             }
-            scores[j0 + r] = attn_hsum(a0) * scale;
-            scores[j0 + r + 1] = attn_hsum(a1) * scale;
-            scores[j0 + r + 2] = attn_hsum(a2) * scale;
-            scores[j0 + r + 3] = attn_hsum(a3) * scale;
+            scores[j0 + r] = attn_hsum(&a0) * scale;
+            scores[j0 + r + 1] = attn_hsum(&a1) * scale;
+            scores[j0 + r + 2] = attn_hsum(&a2) * scale;
+            scores[j0 + r + 3] = attn_hsum(&a3) * scale;
         }
         for (; r < n; r++) {
             const float *k = k_blk + (size_t)r * (size_t)kv_stride;
             attn_v8 acc = { 0 };
             for (int32_t d = 0; d < n_vec; d++) {
-                acc += attn_load(q + 8 * d) * attn_load(k + 8 * d);
+                attn_v8 qv, kv;
+                ATTN_LOAD(qv, q + 8 * d);
+                ATTN_LOAD(kv, k + 8 * d);
+                acc += qv * kv;
             }
             for (int32_t d = 8 * n_vec; d < head_dim; d++) {
                 acc[d % 8] += q[d] * k[d];
             }
-            scores[j0 + r] = attn_hsum(acc) * scale;
+            scores[j0 + r] = attn_hsum(&acc) * scale;
         }
     }
     kern_cpu_softmax_f32(scores, n_ctx);
@@ -117,7 +115,11 @@ void kern_cpu_attention_paged_f32(const float *q, const float *k_pool, const flo
             float a = scores[j0 + r];
             attn_v8 av = { a, a, a, a, a, a, a, a };
             for (int32_t d = 0; d < n_vec; d++) {
-                attn_store(out + 8 * d, attn_load(out + 8 * d) + av * attn_load(v + 8 * d));
+                attn_v8 o, vv;
+                ATTN_LOAD(o, out + 8 * d);
+                ATTN_LOAD(vv, v + 8 * d);
+                o += av * vv;
+                ATTN_STORE(out + 8 * d, o);
             }
             for (int32_t d = 8 * n_vec; d < head_dim; d++) {
                 out[d] += a * v[d];

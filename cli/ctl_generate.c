@@ -60,6 +60,7 @@ static int ctl_generate_parse(int argc, char **argv, struct ctl_generate_opts *o
         { "logits", required_argument, NULL, 'L' },
         { "threads", required_argument, NULL, 'T' },
         { "no-bos", no_argument, NULL, 'B' },
+        { "log-level", required_argument, NULL, 'l' },
         { NULL, 0, NULL, 0 },
     };
     memset(o, 0, sizeof(*o));
@@ -134,6 +135,15 @@ static int ctl_generate_parse(int argc, char **argv, struct ctl_generate_opts *o
         case 'B':
             o->no_bos = true;
             break;
+        case 'l': {
+            enum log_level level;
+            if (log_level_parse(optarg, &level) != 0) {
+                fprintf(stderr, "judgectl generate: --log-level: unknown level '%s'\n", optarg);
+                return 2;
+            }
+            log_level_set(level);
+            break;
+        }
         default:
             return 2;
         }

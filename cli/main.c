@@ -33,7 +33,7 @@ static void ctl_usage(FILE *f)
     for (size_t i = 0; i < sizeof(ctl_commands) / sizeof(ctl_commands[0]); i++) {
         fprintf(f, "  %s\n", ctl_commands[i].usage);
     }
-    fprintf(f, "\noptions for every command: --log-level error|warn|info|debug\n");
+    fprintf(f, "\ntokenize, detokenize and generate take --log-level error|warn|info|debug\n");
 }
 
 int main(int argc, char **argv)

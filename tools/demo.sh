@@ -53,3 +53,12 @@ if "$ctl" detokenize --tokenizer "$tokenizer" <<<"$ids" | cmp -s - "$prompt"; th
 else
     echo "round trip FAILED"; exit 1
 fi
+
+echo; echo "== judgectl generate --model tests/fixtures/stories260K-hf (CPU engine, greedy)"
+"$ctl" generate --model tests/fixtures/stories260K-hf --prompt "Once upon a time" \
+    --max-new-tokens 80 --log-level warn
+echo; echo
+echo "== the same with JudgeLM's sampling (--judgelm: temperature 0.2, top-k 50, seed 1)"
+"$ctl" generate --model tests/fixtures/stories260K-hf --prompt "Once upon a time" \
+    --max-new-tokens 80 --judgelm --seed 1 --log-level warn
+echo

@@ -9,7 +9,8 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_ADDRESS__)
 #define KERN_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define KERN_CPU_CLONES

@@ -123,11 +123,14 @@ int main(int argc, char **argv)
     }
     int n_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     bool quick = false, decode_only = false;
+    int max_batch = 64;
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
             n_threads = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--quick") == 0) {
             quick = true;
+        } else if (strcmp(argv[i], "--max-batch") == 0 && i + 1 < argc) {
+            max_batch = atoi(argv[++i]); /* for profiling one batch size */
         } else if (strcmp(argv[i], "--decode-only") == 0) {
             decode_only = true; /* for profiling */
         }
@@ -176,6 +179,10 @@ int main(int argc, char **argv)
            D, L, m->n_heads, m->n_kv_heads, F, V,
            (L * layer_params + (double)V * D + (2.0 * L + 1) * D) / 1e6);
     printf("threads: %d\n", n_threads);
+    if (max_batch < 64 || decode_only) {
+        printf("(profiling run: --max-batch %d%s)\n", max_batch,
+               decode_only ? ", --decode-only" : "");
+    }
     printf("sgemm (OpenBLAS, the model's shapes at 512 tokens): %.1f GFLOP/s\n", sgemm_rate);
     printf("memory read bandwidth: %.1f GB/s\n", bw);
 
@@ -258,6 +265,10 @@ int main(int argc, char **argv)
     int steps = quick ? 8 : 32;
     for (int bi = 0; bi < 4; bi++) {
         int B = batches[bi];
+        if (B > max_batch) {
+            decode_tps[bi] = 0;
+            continue;
+        }
         /* each sequence's own 12 tokens at positions 688..699 */
         int32_t n = 0, rows[64];
         for (int s = 0; s < B; s++) {

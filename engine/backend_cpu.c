@@ -236,10 +236,10 @@ static void cpu_matmul_task(void *ctx, size_t i, int worker)
     int32_t n0 = (int32_t)i * a->chunk;
     int32_t nn = a->n - n0 < a->chunk ? a->n - n0 : a->chunk;
     if (a->t == 1) {
-        /* one token: a matrix-vector product streams the weights once (sgemm with M = 1 packs
-         * them first, which costs a second pass over memory) */
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, nn, a->k, 1.0f, a->w + (size_t)n0 * (size_t)a->k,
-                    a->k, a->x, 1, a->beta, a->y + n0, 1);
+        /* one token: a bandwidth-bound matrix-vector product (kernels/cpu/gemv.c says why it is
+         * not OpenBLAS's) */
+        kern_cpu_gemv_f32(a->w + (size_t)n0 * (size_t)a->k, a->x, a->y + n0, nn, a->k,
+                          a->beta != 0.0f);
         return;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a->t, nn, a->k, 1.0f, a->x, a->k,

@@ -20,6 +20,11 @@ void kern_cpu_rmsnorm_f32(const float *x, const float *w, float *out, int32_t n,
 void kern_cpu_rope_f32(float *x, int32_t n_heads, int32_t head_dim, int32_t pos, float theta,
                        int half_split);
 
+/* y[i] (+)= sum_d w[i, d] x[d] for i < n: w [n, k] row-major, x [k], y [n]; adds to y when
+ * `accumulate`. Each row in a fixed summation order, independent of the other rows. */
+void kern_cpu_gemv_f32(const float *w, const float *x, float *y, int32_t n, int32_t k,
+                       int accumulate);
+
 /* out[i] = silu(gate[i]) * up[i], i < n. out may equal gate. */
 void kern_cpu_swiglu_f32(const float *gate, const float *up, float *out, size_t n);
 

@@ -11,6 +11,7 @@
 # Objects go to build/<variant>/ with dependency files; warnings are errors when CI=true.
 
 CC        ?= cc
+comma     := ,
 CUDA      ?= auto
 SANITIZER ?=
 NVCC      ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
@@ -52,10 +53,15 @@ ifeq ($(CI),true)
 WARN   += -Werror
 endif
 OPT    ?= -O2
-CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) -g $(WARN) $(SANFLAGS) -MMD -MP -I. \
+CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) -g $(WARN) $(SANFLAGS) -fopenmp -MMD -MP -I. \
               $(CFLAGS)
-LDFLAGS_ALL := $(SANFLAGS) $(LDFLAGS)
-LDLIBS_ALL  := -lopenblas -ljansson -lyaml -lm -lpthread $(LDLIBS)
+LDFLAGS_ALL := $(SANFLAGS) -fopenmp $(LDFLAGS)
+# The CPU backend shares one OpenMP team between OpenBLAS and its own loops, so it links the
+# OpenMP build of OpenBLAS (Debian libopenblas-openmp-dev), not the default pthreads one whose
+# threads would compete with the team (engine/backend_cpu.c, bench/RESULTS.md).
+BLAS_DIR    ?= $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/openblas-openmp /usr/lib/aarch64-linux-gnu/openblas-openmp))
+BLAS_LIBS   := $(if $(BLAS_DIR),-L$(BLAS_DIR) -Wl$(comma)-rpath$(comma)$(BLAS_DIR)) -lopenblas
+LDLIBS_ALL  := $(BLAS_LIBS) -ljansson -lyaml -lm -lpthread $(LDLIBS)
 
 ifneq ($(HAVE_CUDA),)
 CFLAGS_ALL  += -DHAVE_CUDA=1 -I$(CUDA_HOME)/include
@@ -154,12 +160,12 @@ bench: $(BENCH_BINS)
 
 # libFuzzer builds need clang; corpora live in tests/fuzz/corpus/<name>/.
 FUZZ_CC     ?= clang
-FUZZ_FLAGS  := -std=c11 -D_GNU_SOURCE -O1 -g -I. -fsanitize=fuzzer,address,undefined
+FUZZ_FLAGS  := -std=c11 -D_GNU_SOURCE -O1 -g -I. -fopenmp -fsanitize=fuzzer,address,undefined
 FUZZ_LIB_SRCS := $(filter-out %cuda.c %cuda_%.c,$(LIB_SRCS))
 fuzz: $(FUZZ_NAMES:%=build/fuzz/fuzz_%)
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB_SRCS)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB_SRCS) -lopenblas -ljansson -lyaml -lm \
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB_SRCS) $(BLAS_LIBS) -ljansson -lyaml -lm \
 	    -lpthread
 
 clean:

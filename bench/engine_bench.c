@@ -26,6 +26,8 @@ static double now_s(void)
 
 /* --- 1. sgemm --------------------------------------------------------------------------- */
 
+/* The peer: one OpenBLAS sgemm call over the whole shape, on all its threads, in the engine's
+ * layout C[m, n] = A[m, k] . B[n, k]^T. */
 static double sgemm_gflops(int m, int n, int k, double min_time)
 {
     float *a = malloc((size_t)m * k * sizeof(float));
@@ -37,9 +39,8 @@ static double sgemm_gflops(int m, int n, int k, double min_time)
     for (size_t i = 0; i < (size_t)n * k; i++) {
         b[i] = (float)(i % 13) * 0.01f;
     }
-    /* the engine's layout: C[m, n] = A[m, k] . B[n, k]^T */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, b, k, 0.0f, c, n);
-    int reps = 0;
+    long reps = 0;
     double t0 = now_s(), t;
     do {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, b, k, 0.0f, c, n);
@@ -49,7 +50,7 @@ static double sgemm_gflops(int m, int n, int k, double min_time)
     free(a);
     free(b);
     free(c);
-    return 2.0 * m * n * k * reps / t * 1e-9;
+    return 2.0 * m * n * k * (double)reps / t * 1e-9;
 }
 
 /* --- 2. bandwidth ----------------------------------------------------------------------- */
@@ -122,7 +123,7 @@ int main(int argc, char **argv)
         return 2;
     }
     int n_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    bool quick = false, decode_only = false;
+    bool quick = false, decode_only = false, prefill_only = false;
     int max_batch = 64;
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
@@ -131,6 +132,8 @@ int main(int argc, char **argv)
             quick = true;
         } else if (strcmp(argv[i], "--max-batch") == 0 && i + 1 < argc) {
             max_batch = atoi(argv[++i]); /* for profiling one batch size */
+        } else if (strcmp(argv[i], "--prefill-only") == 0) {
+            prefill_only = true; /* for profiling */
         } else if (strcmp(argv[i], "--decode-only") == 0) {
             decode_only = true; /* for profiling */
         }
@@ -157,7 +160,7 @@ int main(int argc, char **argv)
     double flops_tok = 2.0 * L * layer_params;
     double weight_bytes = 4.0 * (L * layer_params + (double)V * D);
 
-    /* the peer: OpenBLAS itself on the same shapes, all threads (the engine later pins it to 1) */
+    /* the peer: OpenBLAS itself on the same shapes, with as many threads as the engine */
     openblas_set_num_threads(n_threads);
     double min_t = quick ? 0.3 : 1.0;
     double t_gemm = 0;
@@ -173,7 +176,6 @@ int main(int argc, char **argv)
     }
     double sgemm_rate = total_flop / t_gemm * 1e-9;
     double bw = read_bandwidth_gbs(n_threads);
-    openblas_set_num_threads(1);
 
     printf("model: %s  dim %d, layers %d, heads %d/%d, ffn %d, vocab %d, %.1fM params\n", argv[1],
            D, L, m->n_heads, m->n_kv_heads, F, V,
@@ -183,7 +185,8 @@ int main(int argc, char **argv)
         printf("(profiling run: --max-batch %d%s)\n", max_batch,
                decode_only ? ", --decode-only" : "");
     }
-    printf("sgemm (OpenBLAS, the model's shapes at 512 tokens): %.1f GFLOP/s\n", sgemm_rate);
+    printf("sgemm (OpenBLAS, %d threads, the model's shapes at 512 tokens): %.1f GFLOP/s\n",
+           n_threads, sgemm_rate);
     printf("memory read bandwidth: %.1f GB/s\n", bw);
 
     /* prefill: one 512-token batch from position 0, logits for the last token only */
@@ -222,6 +225,11 @@ int main(int argc, char **argv)
     printf("prefill: %.0f tokens/s (512-token batches), %.1f GFLOP/s = %.0f%% of sgemm\n", pre_tps,
            pre_gflops, 100.0 * pre_gflops / sgemm_rate);
 
+    if (prefill_only) {
+        free(logits);
+        engine_destroy(e);
+        return 0;
+    }
     /* decode: a shared 688-token prefix (43 blocks), each sequence its own 12 tokens, then
      * steps of one token per sequence at context ~700 */
     int32_t shared[43];

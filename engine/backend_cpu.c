@@ -1,9 +1,13 @@
-/* backend_cpu.c - the CPU backend: fp32 weights, every matmul one OpenBLAS sgemm over the whole
- * batch, attention and element-wise work on the engine's thread pool.
+/* backend_cpu.c - the CPU backend: fp32 weights, every matmul of two or more tokens one OpenBLAS
+ * sgemm over the whole batch, attention and element-wise work in parallel loops.
  *
- * OpenBLAS is set to one thread and each sgemm is split by output columns across the pool, so
- * BLAS and our own loops share the same threads instead of oversubscribing the cores. */
-#include "common/threadpool.h"
+ * There is one set of threads: the OpenMP team. OpenBLAS (the OpenMP build) runs each sgemm on
+ * that team, and the engine's own loops (attention per token and head, norms, RoPE, SwiGLU, the
+ * single-token GEMV) run on the same team between sgemm calls, so BLAS threads and ours never
+ * compete for cores. Two things measured here ruled out the alternatives (bench/RESULTS.md): the
+ * pthreads OpenBLAS serializes calls made from several threads at once (half the rate when each
+ * pool thread called it on a slice), and its threads spin after a call while a separate pool
+ * works (prefill fell by a third); the serial OpenBLAS is not safe to call concurrently. */
 #include "common/util.h"
 #include "common/xmalloc.h"
 #include "engine/backend.h"
@@ -12,6 +16,7 @@
 
 #include <cblas.h>
 #include <errno.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +38,7 @@ struct cpu_layer {
 struct cpu_ctx {
     struct model_config mc;
     struct engine_config cfg;
-    struct threadpool *pool;
+    int n_threads; /* the OpenMP team size for every parallel loop and every sgemm */
     int32_t q_dim, kv_dim;
     const float *embed;    /* [n_vocab, dim] */
     const float *out_norm; /* [dim] */
@@ -109,7 +114,6 @@ static void cpu_destroy(void *ctx_)
     if (!c) {
         return;
     }
-    threadpool_destroy(c->pool);
     for (size_t i = 0; i < c->n_converted; i++) {
         free(c->converted[i]);
     }
@@ -152,11 +156,8 @@ static int cpu_init(const struct engine_config *cfg, const struct engine_weight_
     const struct model_config *m = &c->mc;
     c->q_dim = m->n_heads * m->head_dim;
     c->kv_dim = m->n_kv_heads * m->head_dim;
-    openblas_set_num_threads(1);
-    if (threadpool_create(cfg->n_threads, &c->pool) != 0) {
-        errstr_set(errstr, errstr_len, "cannot start %d CPU threads", cfg->n_threads);
-        goto fail;
-    }
+    c->n_threads = cfg->n_threads > 0 ? cfg->n_threads : omp_get_num_procs();
+    openblas_set_num_threads(c->n_threads);
     char name[128];
 #define CPU_LOAD(dst, nm, rows, cols)                                         \
     do {                                                                      \
@@ -206,7 +207,7 @@ static int cpu_init(const struct engine_config *cfg, const struct engine_weight_
     c->gate = cpu_alloc(T * (size_t)m->n_ff, &ok);
     c->up = cpu_alloc(T * (size_t)m->n_ff, &ok);
     c->xo = cpu_alloc((size_t)cfg->max_outputs * (size_t)m->dim, &ok);
-    c->scores = cpu_alloc((size_t)threadpool_size(c->pool) * (size_t)cfg->max_ctx, &ok);
+    c->scores = cpu_alloc((size_t)c->n_threads * (size_t)cfg->max_ctx, &ok);
     if (!ok) {
         errstr_set(errstr, errstr_len,
                    "out of memory for the KV pool (%d blocks of %d tokens) or scratch",
@@ -220,46 +221,54 @@ fail:
     return -ENOMEM;
 }
 
-/* y[T, n] (+)= x[T, k] . W[n, k]^T, split by output columns across the pool. */
-struct cpu_matmul_args {
+/* Runs fn(ctx, i, thread) for i < n on the OpenMP team. */
+typedef void (*cpu_task_fn)(void *ctx, size_t i, int thread);
+
+static void cpu_parallel(const struct cpu_ctx *c, size_t n, cpu_task_fn fn, void *ctx)
+{
+    if (n == 1 || c->n_threads == 1) {
+        for (size_t i = 0; i < n; i++) {
+            fn(ctx, i, 0);
+        }
+        return;
+    }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c->n_threads)
+    for (size_t i = 0; i < n; i++) {
+        fn(ctx, i, omp_get_thread_num());
+    }
+}
+
+/* y[1, n] (+)= x[1, k] . W[n, k]^T: a GEMV in one slice of rows per thread. */
+struct cpu_gemv_args {
     const float *x;
     const float *w;
     float *y;
-    int32_t t, k, n, chunk;
-    float beta;
+    int32_t k, n, chunk;
+    int accumulate;
 };
 
-static void cpu_matmul_task(void *ctx, size_t i, int worker)
+static void cpu_gemv_task(void *ctx, size_t i, int thread)
 {
-    (void)worker;
-    const struct cpu_matmul_args *a = ctx;
+    (void)thread;
+    const struct cpu_gemv_args *a = ctx;
     int32_t n0 = (int32_t)i * a->chunk;
     int32_t nn = a->n - n0 < a->chunk ? a->n - n0 : a->chunk;
-    if (a->t == 1) {
-        /* one token: a bandwidth-bound matrix-vector product (kernels/cpu/gemv.c says why it is
-         * not OpenBLAS's) */
-        kern_cpu_gemv_f32(a->w + (size_t)n0 * (size_t)a->k, a->x, a->y + n0, nn, a->k,
-                          a->beta != 0.0f);
-        return;
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a->t, nn, a->k, 1.0f, a->x, a->k,
-                a->w + (size_t)n0 * (size_t)a->k, a->k, a->beta, a->y + n0, a->n);
+    kern_cpu_gemv_f32(a->w + (size_t)n0 * (size_t)a->k, a->x, a->y + n0, nn, a->k, a->accumulate);
 }
 
+/* y[T, n] (+)= x[T, k] . W[n, k]^T: one OpenBLAS sgemm over the whole batch (on the team), or for
+ * one token a GEMV split into one multiple-of-16 slice of rows per thread. */
 static void cpu_matmul(struct cpu_ctx *c, const float *x, const float *w, float *y, int32_t t,
                        int32_t k, int32_t n, float beta)
 {
-    /* one slice per thread for a single token (memory-bound, fewer calls), about four per thread
-     * for batches (balance); each a multiple of 16 columns */
-    int32_t n_threads = threadpool_size(c->pool);
-    int32_t n_slices = n_threads;
-    int32_t chunk = (n + n_slices - 1) / n_slices;
-    chunk = (chunk + 15) / 16 * 16;
-    if (chunk < 16) {
-        chunk = 16;
+    if (t > 1) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t, n, k, 1.0f, x, k, w, k, beta, y, n);
+        return;
     }
-    struct cpu_matmul_args a = { x, w, y, t, k, n, chunk, beta };
-    threadpool_run(c->pool, (size_t)((n + chunk - 1) / chunk), cpu_matmul_task, &a);
+    int32_t chunk = (n + c->n_threads - 1) / c->n_threads;
+    chunk = (chunk + 15) / 16 * 16;
+    struct cpu_gemv_args a = { x, w, y, k, n, chunk, beta != 0.0f };
+    cpu_parallel(c, (size_t)((n + chunk - 1) / chunk), cpu_gemv_task, &a);
 }
 
 struct cpu_rows_args {
@@ -271,9 +280,9 @@ struct cpu_rows_args {
     int layer;
 };
 
-static void cpu_rmsnorm_task(void *ctx, size_t i, int worker)
+static void cpu_rmsnorm_task(void *ctx, size_t i, int thread)
 {
-    (void)worker;
+    (void)thread;
     const struct cpu_rows_args *a = ctx;
     int32_t dim = a->c->mc.dim;
     kern_cpu_rmsnorm_f32(a->in + i * (size_t)dim, a->norm, a->out + i * (size_t)dim, dim,
@@ -281,9 +290,9 @@ static void cpu_rmsnorm_task(void *ctx, size_t i, int worker)
 }
 
 /* RoPE on q and k of token i, then its k and v rows into the cache. */
-static void cpu_rope_store_task(void *ctx, size_t i, int worker)
+static void cpu_rope_store_task(void *ctx, size_t i, int thread)
 {
-    (void)worker;
+    (void)thread;
     const struct cpu_rows_args *a = ctx;
     struct cpu_ctx *c = a->c;
     const struct engine_batch *b = a->b;
@@ -304,7 +313,7 @@ static void cpu_rope_store_task(void *ctx, size_t i, int worker)
 }
 
 /* One (token, head) pair: i = token * n_heads + head. */
-static void cpu_attention_task(void *ctx, size_t i, int worker)
+static void cpu_attention_task(void *ctx, size_t i, int thread)
 {
     const struct cpu_rows_args *a = ctx;
     struct cpu_ctx *c = a->c;
@@ -317,13 +326,13 @@ static void cpu_attention_task(void *ctx, size_t i, int worker)
     kern_cpu_attention_paged_f32(c->q + t * (size_t)c->q_dim + (size_t)h * m->head_dim, L->k_cache,
                                  L->v_cache, c->kv_dim, kv_head * m->head_dim, m->head_dim,
                                  b->block_tables[b->seq[t]], c->cfg.kv_block_size, b->pos[t] + 1,
-                                 c->scores + (size_t)worker * c->cfg.max_ctx,
+                                 c->scores + (size_t)thread * c->cfg.max_ctx,
                                  c->att + t * (size_t)c->q_dim + (size_t)h * m->head_dim);
 }
 
-static void cpu_swiglu_task(void *ctx, size_t i, int worker)
+static void cpu_swiglu_task(void *ctx, size_t i, int thread)
 {
-    (void)worker;
+    (void)thread;
     const struct cpu_rows_args *a = ctx;
     size_t n = (size_t)a->c->mc.n_ff;
     kern_cpu_swiglu_f32(a->c->gate + i * n, a->c->up + i * n, a->c->gate + i * n, n);
@@ -345,18 +354,18 @@ static int cpu_forward(void *ctx_, const struct engine_batch *b, float *logits)
         a.norm = L->attn_norm;
         a.in = c->x;
         a.out = c->xb;
-        threadpool_run(c->pool, (size_t)T, cpu_rmsnorm_task, &a);
+        cpu_parallel(c, (size_t)T, cpu_rmsnorm_task, &a);
         cpu_matmul(c, c->xb, L->wq, c->q, T, m->dim, c->q_dim, 0.0f);
         cpu_matmul(c, c->xb, L->wk, c->k, T, m->dim, c->kv_dim, 0.0f);
         cpu_matmul(c, c->xb, L->wv, c->v, T, m->dim, c->kv_dim, 0.0f);
-        threadpool_run(c->pool, (size_t)T, cpu_rope_store_task, &a);
-        threadpool_run(c->pool, (size_t)T * (size_t)m->n_heads, cpu_attention_task, &a);
+        cpu_parallel(c, (size_t)T, cpu_rope_store_task, &a);
+        cpu_parallel(c, (size_t)T * (size_t)m->n_heads, cpu_attention_task, &a);
         cpu_matmul(c, c->att, L->wo, c->x, T, c->q_dim, m->dim, 1.0f); /* residual add */
         a.norm = L->ffn_norm;
-        threadpool_run(c->pool, (size_t)T, cpu_rmsnorm_task, &a);
+        cpu_parallel(c, (size_t)T, cpu_rmsnorm_task, &a);
         cpu_matmul(c, c->xb, L->w_gate, c->gate, T, m->dim, m->n_ff, 0.0f);
         cpu_matmul(c, c->xb, L->w_up, c->up, T, m->dim, m->n_ff, 0.0f);
-        threadpool_run(c->pool, (size_t)T, cpu_swiglu_task, &a);
+        cpu_parallel(c, (size_t)T, cpu_swiglu_task, &a);
         cpu_matmul(c, c->gate, L->w_down, c->x, T, m->n_ff, m->dim, 1.0f); /* residual add */
     }
     for (int32_t o = 0; o < b->n_outputs; o++) {
@@ -366,7 +375,7 @@ static int cpu_forward(void *ctx_, const struct engine_batch *b, float *logits)
     a.norm = c->out_norm;
     a.in = c->xb;
     a.out = c->xo;
-    threadpool_run(c->pool, (size_t)b->n_outputs, cpu_rmsnorm_task, &a);
+    cpu_parallel(c, (size_t)b->n_outputs, cpu_rmsnorm_task, &a);
     cpu_matmul(c, c->xo, c->lm_head, logits, b->n_outputs, m->dim, m->n_vocab, 0.0f);
     return 0;
 }

@@ -16,6 +16,7 @@
 
 #include <cblas.h>
 #include <errno.h>
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,19 @@ struct cpu_layer {
     const float *w_down;    /* [dim, n_ff] */
     float *k_cache;         /* [n_kv_blocks * block_size, kv_dim] */
     float *v_cache;         /* [n_kv_blocks * block_size, kv_dim] */
+};
+
+/* Prefill attention runs as GEMMs over tiles of this many queries of one sequence; shorter runs
+ * (decode steps, small chunks) use the per-token kernel. */
+#define CPU_ATTN_TILE     64
+#define CPU_ATTN_GEMM_MIN 16
+
+/* Consecutive batch rows of one sequence at consecutive positions. */
+struct cpu_run {
+    int32_t row; /* first batch row */
+    int32_t len; /* rows */
+    int32_t pos; /* position of the first row */
+    int32_t seq; /* index into the block tables */
 };
 
 struct cpu_ctx {
@@ -56,7 +70,14 @@ struct cpu_ctx {
     float *gate;   /* [T, n_ff] */
     float *up;     /* [T, n_ff] */
     float *xo;     /* [n_out, dim] */
-    float *scores; /* [n_threads, max_ctx] */
+    float *scores; /* [n_threads, max_ctx] per-token attention */
+    /* prefill attention by GEMM, per thread: a sequence's keys and values of one KV head gathered
+     * out of their blocks, and the scores of one tile of queries */
+    float *gather_k;      /* [n_threads, max_ctx, head_dim] */
+    float *gather_v;      /* [n_threads, max_ctx, head_dim] */
+    float *tile_s;        /* [n_threads, CPU_ATTN_TILE, max_ctx] */
+    struct cpu_run *runs; /* [max_batch_tokens] this forward's runs of one sequence */
+    int32_t n_runs;
 };
 
 /* Loads one tensor as f32, checking its shape; converts f16/bf16 into an owned copy. */
@@ -135,6 +156,10 @@ static void cpu_destroy(void *ctx_)
     free(c->up);
     free(c->xo);
     free(c->scores);
+    free(c->gather_k);
+    free(c->gather_v);
+    free(c->tile_s);
+    free(c->runs);
     free(c);
 }
 
@@ -208,6 +233,11 @@ static int cpu_init(const struct engine_config *cfg, const struct engine_weight_
     c->up = cpu_alloc(T * (size_t)m->n_ff, &ok);
     c->xo = cpu_alloc((size_t)cfg->max_outputs * (size_t)m->dim, &ok);
     c->scores = cpu_alloc((size_t)c->n_threads * (size_t)cfg->max_ctx, &ok);
+    size_t gather = (size_t)c->n_threads * (size_t)cfg->max_ctx * (size_t)m->head_dim;
+    c->gather_k = cpu_alloc(gather, &ok);
+    c->gather_v = cpu_alloc(gather, &ok);
+    c->tile_s = cpu_alloc((size_t)c->n_threads * CPU_ATTN_TILE * (size_t)cfg->max_ctx, &ok);
+    c->runs = xcalloc((size_t)cfg->max_batch_tokens, sizeof(*c->runs));
     if (!ok) {
         errstr_set(errstr, errstr_len,
                    "out of memory for the KV pool (%d blocks of %d tokens) or scratch",
@@ -330,6 +360,102 @@ static void cpu_attention_task(void *ctx, size_t i, int thread)
                                  c->att + t * (size_t)c->q_dim + (size_t)h * m->head_dim);
 }
 
+/* Splits the batch into runs of one sequence at consecutive positions. */
+static void cpu_runs_build(struct cpu_ctx *c, const struct engine_batch *b)
+{
+    c->n_runs = 0;
+    for (int32_t i = 0; i < b->n_tokens; i++) {
+        struct cpu_run *r = c->n_runs ? &c->runs[c->n_runs - 1] : NULL;
+        if (r && r->seq == b->seq[i] && r->pos + r->len == b->pos[i]) {
+            r->len++;
+        } else {
+            c->runs[c->n_runs++] = (struct cpu_run){ i, 1, b->pos[i], b->seq[i] };
+        }
+    }
+}
+
+/* One task per (long run, query tile, KV head): gather the sequence's keys and values of that
+ * head, then for each query head of the group S = Q K^T / sqrt(d) over the causal window of the
+ * tile, a masked softmax per row, and O = P V into the attention output. OpenBLAS runs
+ * single-threaded inside the parallel loop. */
+static void cpu_attention_gemm_task(void *ctx, size_t i, int thread)
+{
+    const struct cpu_rows_args *a = ctx;
+    struct cpu_ctx *c = a->c;
+    const struct engine_batch *b = a->b;
+    const struct model_config *m = &c->mc;
+    int32_t hd = m->head_dim, group = m->n_heads / m->n_kv_heads;
+    int32_t kv_head = (int32_t)(i % (size_t)m->n_kv_heads);
+    size_t rest = i / (size_t)m->n_kv_heads;
+    /* find the (run, tile) of index `rest` among the long runs */
+    const struct cpu_run *run = NULL;
+    int32_t tile = 0;
+    for (int32_t r = 0; r < c->n_runs; r++) {
+        if (c->runs[r].len < CPU_ATTN_GEMM_MIN) {
+            continue;
+        }
+        size_t n_tiles = (size_t)((c->runs[r].len + CPU_ATTN_TILE - 1) / CPU_ATTN_TILE);
+        if (rest < n_tiles) {
+            run = &c->runs[r];
+            tile = (int32_t)rest;
+            break;
+        }
+        rest -= n_tiles;
+    }
+    int32_t q0 = tile * CPU_ATTN_TILE; /* first query of the tile, within the run */
+    int32_t nq = run->len - q0 < CPU_ATTN_TILE ? run->len - q0 : CPU_ATTN_TILE;
+    int32_t n_ctx = run->pos + q0 + nq; /* keys the last query of the tile sees */
+    const struct cpu_layer *L = &c->layers[a->layer];
+    const int32_t *blocks = b->block_tables[run->seq];
+    int32_t bs = c->cfg.kv_block_size;
+    float *gk = c->gather_k + (size_t)thread * (size_t)c->cfg.max_ctx * (size_t)hd;
+    float *gv = c->gather_v + (size_t)thread * (size_t)c->cfg.max_ctx * (size_t)hd;
+    float *sc = c->tile_s + (size_t)thread * CPU_ATTN_TILE * (size_t)c->cfg.max_ctx;
+    for (int32_t j = 0; j < n_ctx; j++) {
+        size_t row = (size_t)blocks[j / bs] * (size_t)bs + (size_t)(j % bs);
+        size_t off = row * (size_t)c->kv_dim + (size_t)kv_head * (size_t)hd;
+        memcpy(gk + (size_t)j * hd, L->k_cache + off, (size_t)hd * sizeof(float));
+        memcpy(gv + (size_t)j * hd, L->v_cache + off, (size_t)hd * sizeof(float));
+    }
+    float scale = 1.0f / sqrtf((float)hd);
+    size_t row0 = (size_t)(run->row + q0);
+    for (int32_t g = 0; g < group; g++) {
+        int32_t h = kv_head * group + g;
+        const float *q = c->q + row0 * (size_t)c->q_dim + (size_t)h * hd;
+        float *out = c->att + row0 * (size_t)c->q_dim + (size_t)h * hd;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, n_ctx, hd, scale, q, c->q_dim, gk,
+                    hd, 0.0f, sc, n_ctx);
+        for (int32_t r = 0; r < nq; r++) {
+            float *srow = sc + (size_t)r * n_ctx;
+            int32_t visible = run->pos + q0 + r + 1; /* causal: keys 0 .. pos */
+            kern_cpu_softmax_f32(srow, visible);
+            memset(srow + visible, 0, (size_t)(n_ctx - visible) * sizeof(float));
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, n_ctx, 1.0f, sc, n_ctx, gv,
+                    hd, 0.0f, out, c->q_dim);
+    }
+}
+
+/* One (token, head) pair of a short run: i indexes the short runs' tokens times n_heads. */
+static void cpu_attention_short_task(void *ctx, size_t i, int thread)
+{
+    const struct cpu_rows_args *a = ctx;
+    struct cpu_ctx *c = a->c;
+    size_t n_heads = (size_t)c->mc.n_heads;
+    size_t k = i / n_heads;
+    for (int32_t r = 0; r < c->n_runs; r++) {
+        const struct cpu_run *run = &c->runs[r];
+        if (run->len >= CPU_ATTN_GEMM_MIN) {
+            continue;
+        }
+        if (k < (size_t)run->len) {
+            cpu_attention_task(ctx, ((size_t)run->row + k) * n_heads + i % n_heads, thread);
+            return;
+        }
+        k -= (size_t)run->len;
+    }
+}
+
 static void cpu_swiglu_task(void *ctx, size_t i, int thread)
 {
     (void)thread;
@@ -348,6 +474,16 @@ static int cpu_forward(void *ctx_, const struct engine_batch *b, float *logits)
         memcpy(c->x + (size_t)i * dim, c->embed + (size_t)b->tokens[i] * dim, dim * sizeof(float));
     }
     struct cpu_rows_args a = { .c = c, .b = b };
+    cpu_runs_build(c, b);
+    size_t n_gemm_tasks = 0, n_short_tokens = 0;
+    for (int32_t r = 0; r < c->n_runs; r++) {
+        if (c->runs[r].len >= CPU_ATTN_GEMM_MIN) {
+            n_gemm_tasks += (size_t)((c->runs[r].len + CPU_ATTN_TILE - 1) / CPU_ATTN_TILE) *
+                            (size_t)m->n_kv_heads;
+        } else {
+            n_short_tokens += (size_t)c->runs[r].len;
+        }
+    }
     for (int32_t l = 0; l < m->n_layers; l++) {
         const struct cpu_layer *L = &c->layers[l];
         a.layer = l;
@@ -359,7 +495,8 @@ static int cpu_forward(void *ctx_, const struct engine_batch *b, float *logits)
         cpu_matmul(c, c->xb, L->wk, c->k, T, m->dim, c->kv_dim, 0.0f);
         cpu_matmul(c, c->xb, L->wv, c->v, T, m->dim, c->kv_dim, 0.0f);
         cpu_parallel(c, (size_t)T, cpu_rope_store_task, &a);
-        cpu_parallel(c, (size_t)T * (size_t)m->n_heads, cpu_attention_task, &a);
+        cpu_parallel(c, n_gemm_tasks, cpu_attention_gemm_task, &a);
+        cpu_parallel(c, n_short_tokens * (size_t)m->n_heads, cpu_attention_short_task, &a);
         cpu_matmul(c, c->att, L->wo, c->x, T, c->q_dim, m->dim, 1.0f); /* residual add */
         a.norm = L->ffn_norm;
         cpu_parallel(c, (size_t)T, cpu_rmsnorm_task, &a);

@@ -5,6 +5,7 @@
  * (token, head) never depends on what else is in the batch. On x86-64 an AVX2+FMA clone is
  * chosen at load time when the CPU has it. */
 #include "ops.h"
+#include "vexp.h"
 
 #include <math.h>
 #include <string.h>
@@ -30,15 +31,28 @@ static inline float attn_hsum(const attn_v8 *v)
     return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
 }
 
+KERN_CPU_CLONES
 void kern_cpu_softmax_f32(float *x, int32_t n)
 {
     float max = x[0];
     for (int32_t i = 1; i < n; i++) {
         max = x[i] > max ? x[i] : max;
     }
-    float sum = 0.0f;
-    for (int32_t i = 0; i < n; i++) {
-        x[i] = expf(x[i] - max);
+    /* exp in lanes of 8 (kernels/cpu/vexp.h), summed in a fixed order */
+    int32_t n8 = n / 8 * 8;
+    attn_v8 acc = { 0 };
+    for (int32_t i = 0; i < n8; i += 8) {
+        attn_v8 v;
+        ATTN_LOAD(v, x + i);
+        v -= max;
+        ATTN_STORE(x + i, v);
+        kern_cpu_exp8(x + i, x + i);
+        ATTN_LOAD(v, x + i);
+        acc += v;
+    }
+    float sum = attn_hsum(&acc);
+    for (int32_t i = n8; i < n; i++) {
+        x[i] = kern_cpu_exp1(x[i] - max);
         sum += x[i];
     }
     float inv = 1.0f / sum;

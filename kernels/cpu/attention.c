@@ -5,31 +5,11 @@
  * (token, head) never depends on what else is in the batch. On x86-64 an AVX2+FMA clone is
  * chosen at load time when the CPU has it. */
 #include "ops.h"
+#include "simd.h"
 #include "vexp.h"
 
 #include <math.h>
 #include <string.h>
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-    !defined(__SANITIZE_ADDRESS__)
-#define KERN_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define KERN_CPU_CLONES
-#endif
-
-typedef float attn_v8 __attribute__((vector_size(32)));
-
-/* Vectors never cross a function boundary (clang refuses AVX-sized values in calls of the
- * baseline clone), so loads and stores are macros and the lane sum takes a pointer. */
-#define ATTN_LOAD(dst, p)  memcpy(&(dst), (p), sizeof(attn_v8))
-#define ATTN_STORE(p, src) memcpy((p), &(src), sizeof(attn_v8))
-
-/* Lane sums in a fixed tree. */
-static inline float attn_hsum(const attn_v8 *v)
-{
-    const float *a = (const float *)v;
-    return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
-}
 
 KERN_CPU_CLONES
 void kern_cpu_softmax_f32(float *x, int32_t n)
@@ -40,17 +20,17 @@ void kern_cpu_softmax_f32(float *x, int32_t n)
     }
     /* exp in lanes of 8 (kernels/cpu/vexp.h), summed in a fixed order */
     int32_t n8 = n / 8 * 8;
-    attn_v8 acc = { 0 };
+    kern_v8 acc = { 0 };
     for (int32_t i = 0; i < n8; i += 8) {
-        attn_v8 v;
-        ATTN_LOAD(v, x + i);
+        kern_v8 v;
+        KERN_V8_LOAD(v, x + i);
         v -= max;
-        ATTN_STORE(x + i, v);
+        KERN_V8_STORE(x + i, v);
         kern_cpu_exp8(x + i, x + i);
-        ATTN_LOAD(v, x + i);
+        KERN_V8_LOAD(v, x + i);
         acc += v;
     }
-    float sum = attn_hsum(&acc);
+    float sum = kern_v8_hsum(&acc);
     for (int32_t i = n8; i < n; i++) {
         x[i] = kern_cpu_exp1(x[i] - max);
         sum += x[i];
@@ -79,14 +59,14 @@ void kern_cpu_attention_paged_f32(const float *q, const float *k_pool, const flo
         for (; r + 4 <= n; r += 4) {
             const float *k0 = k_blk + (size_t)r * (size_t)kv_stride;
             const float *k1 = k0 + kv_stride, *k2 = k1 + kv_stride, *k3 = k2 + kv_stride;
-            attn_v8 a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
+            kern_v8 a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
             for (int32_t d = 0; d < n_vec; d++) {
-                attn_v8 qv, x0, x1, x2, x3;
-                ATTN_LOAD(qv, q + 8 * d);
-                ATTN_LOAD(x0, k0 + 8 * d);
-                ATTN_LOAD(x1, k1 + 8 * d);
-                ATTN_LOAD(x2, k2 + 8 * d);
-                ATTN_LOAD(x3, k3 + 8 * d);
+                kern_v8 qv, x0, x1, x2, x3;
+                KERN_V8_LOAD(qv, q + 8 * d);
+                KERN_V8_LOAD(x0, k0 + 8 * d);
+                KERN_V8_LOAD(x1, k1 + 8 * d);
+                KERN_V8_LOAD(x2, k2 + 8 * d);
+                KERN_V8_LOAD(x3, k3 + 8 * d);
                 a0 += qv * x0;
                 a1 += qv * x1;
                 a2 += qv * x2;
@@ -98,24 +78,24 @@ void kern_cpu_attention_paged_f32(const float *q, const float *k_pool, const flo
                 a2[d % 8] += q[d] * k2[d];
                 a3[d % 8] += q[d] * k3[d];
             }
-            scores[j0 + r] = attn_hsum(&a0) * scale;
-            scores[j0 + r + 1] = attn_hsum(&a1) * scale;
-            scores[j0 + r + 2] = attn_hsum(&a2) * scale;
-            scores[j0 + r + 3] = attn_hsum(&a3) * scale;
+            scores[j0 + r] = kern_v8_hsum(&a0) * scale;
+            scores[j0 + r + 1] = kern_v8_hsum(&a1) * scale;
+            scores[j0 + r + 2] = kern_v8_hsum(&a2) * scale;
+            scores[j0 + r + 3] = kern_v8_hsum(&a3) * scale;
         }
         for (; r < n; r++) {
             const float *k = k_blk + (size_t)r * (size_t)kv_stride;
-            attn_v8 acc = { 0 };
+            kern_v8 acc = { 0 };
             for (int32_t d = 0; d < n_vec; d++) {
-                attn_v8 qv, kv;
-                ATTN_LOAD(qv, q + 8 * d);
-                ATTN_LOAD(kv, k + 8 * d);
+                kern_v8 qv, kv;
+                KERN_V8_LOAD(qv, q + 8 * d);
+                KERN_V8_LOAD(kv, k + 8 * d);
                 acc += qv * kv;
             }
             for (int32_t d = 8 * n_vec; d < head_dim; d++) {
                 acc[d % 8] += q[d] * k[d];
             }
-            scores[j0 + r] = attn_hsum(&acc) * scale;
+            scores[j0 + r] = kern_v8_hsum(&acc) * scale;
         }
     }
     kern_cpu_softmax_f32(scores, n_ctx);
@@ -128,13 +108,13 @@ void kern_cpu_attention_paged_f32(const float *q, const float *k_pool, const flo
         for (int32_t r = 0; r < n; r++) {
             const float *v = v_blk + (size_t)r * (size_t)kv_stride;
             float a = scores[j0 + r];
-            attn_v8 av = { a, a, a, a, a, a, a, a };
+            kern_v8 av = { a, a, a, a, a, a, a, a };
             for (int32_t d = 0; d < n_vec; d++) {
-                attn_v8 o, vv;
-                ATTN_LOAD(o, out + 8 * d);
-                ATTN_LOAD(vv, v + 8 * d);
+                kern_v8 o, vv;
+                KERN_V8_LOAD(o, out + 8 * d);
+                KERN_V8_LOAD(vv, v + 8 * d);
                 o += av * vv;
-                ATTN_STORE(out + 8 * d, o);
+                KERN_V8_STORE(out + 8 * d, o);
             }
             for (int32_t d = 8 * n_vec; d < head_dim; d++) {
                 out[d] += a * v[d];

@@ -8,26 +8,9 @@
  * defeat the hardware prefetcher). Each row keeps 32 partial sums (four 8-lane accumulators for
  * ILP) combined in a fixed tree, so a row's result depends only on that row. */
 #include "ops.h"
+#include "simd.h"
 
 #include <string.h>
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-    !defined(__SANITIZE_ADDRESS__)
-#define KERN_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define KERN_CPU_CLONES
-#endif
-
-typedef float gemv_v8 __attribute__((vector_size(32)));
-
-/* Vectors never cross a call (see attention.c). */
-#define GEMV_LOAD(dst, p) memcpy(&(dst), (p), sizeof(gemv_v8))
-
-static inline float gemv_hsum(const gemv_v8 *v)
-{
-    const float *a = (const float *)v;
-    return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
-}
 
 KERN_CPU_CLONES
 void kern_cpu_gemv_f32(const float *w, const float *x, float *y, int32_t n, int32_t k,
@@ -36,31 +19,31 @@ void kern_cpu_gemv_f32(const float *w, const float *x, float *y, int32_t n, int3
     int32_t k32 = k / 32 * 32, k8 = k / 8 * 8;
     for (int32_t r = 0; r < n; r++) {
         const float *wr = w + (size_t)r * (size_t)k;
-        gemv_v8 a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
+        kern_v8 a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
         int32_t d = 0;
         for (; d < k32; d += 32) {
-            gemv_v8 x0, x1, x2, x3, w0, w1, w2, w3;
-            GEMV_LOAD(x0, x + d);
-            GEMV_LOAD(x1, x + d + 8);
-            GEMV_LOAD(x2, x + d + 16);
-            GEMV_LOAD(x3, x + d + 24);
-            GEMV_LOAD(w0, wr + d);
-            GEMV_LOAD(w1, wr + d + 8);
-            GEMV_LOAD(w2, wr + d + 16);
-            GEMV_LOAD(w3, wr + d + 24);
+            kern_v8 x0, x1, x2, x3, w0, w1, w2, w3;
+            KERN_V8_LOAD(x0, x + d);
+            KERN_V8_LOAD(x1, x + d + 8);
+            KERN_V8_LOAD(x2, x + d + 16);
+            KERN_V8_LOAD(x3, x + d + 24);
+            KERN_V8_LOAD(w0, wr + d);
+            KERN_V8_LOAD(w1, wr + d + 8);
+            KERN_V8_LOAD(w2, wr + d + 16);
+            KERN_V8_LOAD(w3, wr + d + 24);
             a0 += w0 * x0;
             a1 += w1 * x1;
             a2 += w2 * x2;
             a3 += w3 * x3;
         }
         for (; d < k8; d += 8) {
-            gemv_v8 xv, wv;
-            GEMV_LOAD(xv, x + d);
-            GEMV_LOAD(wv, wr + d);
+            kern_v8 xv, wv;
+            KERN_V8_LOAD(xv, x + d);
+            KERN_V8_LOAD(wv, wr + d);
             a0 += wv * xv;
         }
-        gemv_v8 acc = (a0 + a1) + (a2 + a3);
-        float s = gemv_hsum(&acc);
+        kern_v8 acc = (a0 + a1) + (a2 + a3);
+        float s = kern_v8_hsum(&acc);
         for (; d < k; d++) {
             s += wr[d] * x[d];
         }

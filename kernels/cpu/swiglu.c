@@ -1,14 +1,8 @@
 /* swiglu.c - the LLaMA MLP gate: silu(gate) * up (Shazeer 2020), with exp in lanes of 8
  * (vexp.h). */
 #include "ops.h"
+#include "simd.h"
 #include "vexp.h"
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-    !defined(__SANITIZE_ADDRESS__)
-#define KERN_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define KERN_CPU_CLONES
-#endif
 
 KERN_CPU_CLONES
 void kern_cpu_swiglu_f32(const float *gate, const float *up, float *out, size_t n)

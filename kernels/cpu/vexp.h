@@ -7,10 +7,11 @@
 #ifndef KERNELS_CPU_VEXP_H
 #define KERNELS_CPU_VEXP_H
 
+#include "simd.h"
+
 #include <stdint.h>
 #include <string.h>
 
-typedef float vexp_f8 __attribute__((vector_size(32)));
 typedef int32_t vexp_i8 __attribute__((vector_size(32)));
 
 #define VEXP_HI     88.3762626647949f
@@ -29,14 +30,14 @@ typedef int32_t vexp_i8 __attribute__((vector_size(32)));
 /* y[0..8) = exp(x[0..8)). Inlined so that it compiles for the caller's target. */
 static inline __attribute__((always_inline)) void kern_cpu_exp8(const float *x, float *y)
 {
-    vexp_f8 v, t, n, r, p;
+    kern_v8 v, t, n, r, p;
     memcpy(&v, x, sizeof(v));
     /* clamp with bit selects: comparisons give all-ones lanes */
-    vexp_f8 hi = v - v + VEXP_HI, lo = v - v + VEXP_LO;
+    kern_v8 hi = v - v + VEXP_HI, lo = v - v + VEXP_LO;
     vexp_i8 vb = (vexp_i8)v, over = v > hi, under = v < lo;
     vb = (vb & ~over) | ((vexp_i8)hi & over);
     vb = (vb & ~under) | ((vexp_i8)lo & under);
-    v = (vexp_f8)vb;
+    v = (kern_v8)vb;
     t = v * VEXP_LOG2E + VEXP_MAGIC;
     n = t - VEXP_MAGIC;
     r = v - n * VEXP_LN2_HI - n * VEXP_LN2_LO;
@@ -46,7 +47,7 @@ static inline __attribute__((always_inline)) void kern_cpu_exp8(const float *x, 
     memcpy(&bits, &t, sizeof(bits));
     e = (bits - 0x4b400000) + 127; /* the integer n, biased */
     e = e << 23;
-    vexp_f8 scale;
+    kern_v8 scale;
     memcpy(&scale, &e, sizeof(scale));
     p = p * scale;
     memcpy(y, &p, sizeof(p));

@@ -690,70 +690,16 @@ struct hf_sym {
     int32_t len; /* bytes; 0 once merged away */
 };
 
-struct hf_merge {
-    int32_t rank;
-    int32_t pos;
-    int32_t new_id;
-};
-
-static inline bool hf_merge_before(const struct hf_merge *a, const struct hf_merge *b)
+/* Heap order of Hugging Face BPE: the lowest merge rank first, then the leftmost position. */
+static inline uint64_t hf_merge_key(int32_t rank, int32_t pos)
 {
-    return a->rank < b->rank || (a->rank == b->rank && a->pos < b->pos);
-}
-
-struct hf_heap {
-    struct hf_merge *items;
-    size_t n;
-    size_t cap;
-};
-
-static void hf_heap_push(struct hf_heap *h, struct hf_merge m)
-{
-    if (h->n == h->cap) {
-        h->cap = h->cap ? 2 * h->cap : 64;
-        h->items = xrealloc(h->items, h->cap * sizeof(*h->items));
-    }
-    size_t i = h->n++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!hf_merge_before(&m, &h->items[parent])) {
-            break;
-        }
-        h->items[i] = h->items[parent];
-        i = parent;
-    }
-    h->items[i] = m;
-}
-
-static struct hf_merge hf_heap_pop(struct hf_heap *h)
-{
-    struct hf_merge top = h->items[0];
-    struct hf_merge last = h->items[--h->n];
-    size_t i = 0, n = h->n;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) {
-            break;
-        }
-        if (c + 1 < n && hf_merge_before(&h->items[c + 1], &h->items[c])) {
-            c++;
-        }
-        if (!hf_merge_before(&h->items[c], &last)) {
-            break;
-        }
-        h->items[i] = h->items[c];
-        i = c;
-    }
-    if (n > 0) {
-        h->items[i] = last;
-    }
-    return top;
+    return (uint64_t)(uint32_t)rank << 32 | (uint32_t)pos;
 }
 
 struct hf_scratch {
     struct hf_sym *syms;
     size_t cap_syms;
-    struct hf_heap heap;
+    struct tok_heap heap;
 };
 
 static void hf_sym_add(struct hf_scratch *sc, int32_t *n, int32_t id, int32_t len)
@@ -841,21 +787,21 @@ static void hf_bpe_word(const struct tok *t, const char *w, size_t len, struct h
         for (int32_t i = seg; i + 1 < seg_end; i++) {
             const struct tok_pair_slot *p = hf_pair_get(t, s[i].id, s[i + 1].id);
             if (p) {
-                struct hf_merge m = { p->rank, i, p->new_id };
-                hf_heap_push(&sc->heap, m);
+                struct tok_merge m = { hf_merge_key(p->rank, i), i, 0, p->new_id };
+                tok_heap_push(&sc->heap, m);
             }
         }
         while (sc->heap.n > 0) {
-            struct hf_merge top = hf_heap_pop(&sc->heap);
+            struct tok_merge top = tok_heap_pop(&sc->heap);
             if (s[top.pos].len == 0 || s[top.pos].next == -1) {
                 continue;
             }
             int32_t next = s[top.pos].next;
             const struct tok_pair_slot *p = hf_pair_get(t, s[top.pos].id, s[next].id);
-            if (!p || p->new_id != top.new_id) {
+            if (!p || p->new_id != top.id) {
                 continue; /* an expired entry */
             }
-            s[top.pos].id = top.new_id;
+            s[top.pos].id = top.id;
             s[top.pos].len += s[next].len;
             s[top.pos].next = s[next].next;
             s[next].len = 0;
@@ -866,15 +812,15 @@ static void hf_bpe_word(const struct tok *t, const char *w, size_t len, struct h
                 int32_t prev = s[top.pos].prev;
                 p = hf_pair_get(t, s[prev].id, s[top.pos].id);
                 if (p) {
-                    struct hf_merge m = { p->rank, prev, p->new_id };
-                    hf_heap_push(&sc->heap, m);
+                    struct tok_merge m = { hf_merge_key(p->rank, prev), prev, 0, p->new_id };
+                    tok_heap_push(&sc->heap, m);
                 }
             }
             if (s[top.pos].next >= 0) {
                 p = hf_pair_get(t, s[top.pos].id, s[s[top.pos].next].id);
                 if (p) {
-                    struct hf_merge m = { p->rank, top.pos, p->new_id };
-                    hf_heap_push(&sc->heap, m);
+                    struct tok_merge m = { hf_merge_key(p->rank, top.pos), top.pos, 0, p->new_id };
+                    tok_heap_push(&sc->heap, m);
                 }
             }
         }

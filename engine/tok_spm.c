@@ -631,13 +631,6 @@ struct spm_sym {
     int32_t freeze;
 };
 
-struct spm_pair {
-    uint64_t key; /* spm_pair_key(score, left): smaller pops first */
-    int32_t right;
-    int32_t size; /* left.len + right.len when pushed; stale once they differ */
-    int32_t id;
-};
-
 /* Heap order as sentencepiece's SymbolPairComparator: higher score first, then the leftmost pair.
  * The score is mapped to an unsigned integer of the same order and inverted, then the left
  * position breaks ties: one integer comparison. The order is that of the scores' bit patterns
@@ -652,63 +645,9 @@ static inline uint64_t spm_pair_key(float score, int32_t left)
     return (uint64_t)~ordered << 32 | (uint32_t)left;
 }
 
-static inline int32_t spm_pair_left(const struct spm_pair *p)
+static inline int32_t spm_pair_left(const struct tok_merge *p)
 {
     return (int32_t)(uint32_t)p->key;
-}
-
-static inline bool spm_pair_before(const struct spm_pair *a, const struct spm_pair *b)
-{
-    return a->key < b->key;
-}
-
-struct spm_heap {
-    struct spm_pair *items;
-    size_t n;
-    size_t cap;
-};
-
-static void spm_heap_push(struct spm_heap *h, struct spm_pair p)
-{
-    if (h->n == h->cap) {
-        h->cap = h->cap ? 2 * h->cap : 64;
-        h->items = xrealloc(h->items, h->cap * sizeof(*h->items));
-    }
-    size_t i = h->n++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!spm_pair_before(&p, &h->items[parent])) {
-            break;
-        }
-        h->items[i] = h->items[parent];
-        i = parent;
-    }
-    h->items[i] = p;
-}
-
-static struct spm_pair spm_heap_pop(struct spm_heap *h)
-{
-    struct spm_pair top = h->items[0];
-    struct spm_pair last = h->items[--h->n];
-    size_t i = 0, n = h->n;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) {
-            break;
-        }
-        if (c + 1 < n && spm_pair_before(&h->items[c + 1], &h->items[c])) {
-            c++;
-        }
-        if (!spm_pair_before(&h->items[c], &last)) {
-            break;
-        }
-        h->items[i] = h->items[c];
-        i = c;
-    }
-    if (n > 0) {
-        h->items[i] = last;
-    }
-    return top;
 }
 
 /* How an UNUSED piece was last formed (sentencepiece's rev_merge): its two halves as spans of the
@@ -763,7 +702,7 @@ struct spm_state {
     const struct tok *t;
     const char *norm;
     struct spm_sym *syms;
-    struct spm_heap heap;
+    struct tok_heap heap;
     struct spm_rev_map rev;
 };
 
@@ -791,8 +730,9 @@ static void spm_try_pair(struct spm_state *st, int32_t left, int32_t right)
     if (type != TOK_PIECE_NORMAL && type != TOK_PIECE_USER_DEFINED && type != TOK_PIECE_UNUSED) {
         return;
     }
-    struct spm_pair p = { spm_pair_key(t->scores[id], left), right, l->len + r->len, id };
-    spm_heap_push(&st->heap, p);
+    /* pos: the right symbol; len: the pair's bytes when pushed (stale once they differ) */
+    struct tok_merge p = { spm_pair_key(t->scores[id], left), right, l->len + r->len, id };
+    tok_heap_push(&st->heap, p);
     if (type == TOK_PIECE_UNUSED) {
         struct spm_rev rv = { id, l->start, l->len, r->start, r->len };
         spm_rev_put(&st->rev, rv);
@@ -936,10 +876,10 @@ void tok_impl_spm_encode(const struct tok *t, const uint8_t *text, size_t len, i
             spm_try_pair(&st, i - 1, i);
         }
         while (st.heap.n > 0) {
-            struct spm_pair top = spm_heap_pop(&st.heap);
+            struct tok_merge top = tok_heap_pop(&st.heap);
             int32_t left = spm_pair_left(&top);
-            struct spm_sym *l = &st.syms[left], *r = &st.syms[top.right];
-            if (l->len == 0 || r->len == 0 || l->len + r->len != top.size) {
+            struct spm_sym *l = &st.syms[left], *r = &st.syms[top.pos];
+            if (l->len == 0 || r->len == 0 || l->len + r->len != top.len) {
                 continue;
             }
             l->poly = l->poly * t->hash_pow[r->len] + r->poly;

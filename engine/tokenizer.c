@@ -631,3 +631,46 @@ int tok_decode(const struct tok *t, const int32_t *ids, size_t n_ids, char **tex
     *text_len = o;
     return 0;
 }
+
+void tok_heap_push(struct tok_heap *h, struct tok_merge m)
+{
+    if (h->n == h->cap) {
+        h->cap = h->cap ? 2 * h->cap : 64;
+        h->items = xrealloc(h->items, h->cap * sizeof(*h->items));
+    }
+    size_t i = h->n++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (m.key >= h->items[parent].key) {
+            break;
+        }
+        h->items[i] = h->items[parent];
+        i = parent;
+    }
+    h->items[i] = m;
+}
+
+struct tok_merge tok_heap_pop(struct tok_heap *h)
+{
+    struct tok_merge top = h->items[0];
+    struct tok_merge last = h->items[--h->n];
+    size_t i = 0, n = h->n;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) {
+            break;
+        }
+        if (c + 1 < n && h->items[c + 1].key < h->items[c].key) {
+            c++;
+        }
+        if (h->items[c].key >= last.key) {
+            break;
+        }
+        h->items[i] = h->items[c];
+        i = c;
+    }
+    if (n > 0) {
+        h->items[i] = last;
+    }
+    return top;
+}

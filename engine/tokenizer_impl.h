@@ -196,6 +196,27 @@ void tok_impl_spm_encode(const struct tok *t, const uint8_t *text, size_t len, i
 
 /* Hugging Face encode of already-validated text (see tok_hf.c): appends ids to *ids (capacity
  * *cap, grown with xrealloc) from *n_ids on. Returns 0 or -EINVAL. Thread-safe. */
+/* A queued merge candidate of either encoder: the smallest `key` pops first; pos, len and id
+ * mean what the encoder that pushed it says. */
+struct tok_merge {
+    uint64_t key;
+    int32_t pos;
+    int32_t len;
+    int32_t id;
+};
+
+/* A binary min-heap of merge candidates, grown on demand. Zero it to initialise; free items. */
+struct tok_heap {
+    struct tok_merge *items;
+    size_t n;
+    size_t cap;
+};
+
+void tok_heap_push(struct tok_heap *h, struct tok_merge m);
+
+/* Removes and returns the smallest key. The heap must not be empty. */
+struct tok_merge tok_heap_pop(struct tok_heap *h);
+
 int tok_impl_hf_encode(const struct tok *t, const char *text, size_t len, int32_t **ids,
                        size_t *n_ids, size_t *cap);
 

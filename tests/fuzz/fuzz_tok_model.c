@@ -4,12 +4,15 @@
  * derived from the input without error. Replayed by `make test-fuzz`. */
 #include "common/util.h"
 #include "engine/tokenizer.h"
+#include "tests/fuzz/fuzz_tok.h"
 
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -63,27 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         return 0;
     }
-    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
-        check_encode(t, texts[i], strlen(texts[i]), (int)(i & 1));
-    }
-    size_t tail = size < 256 ? size : 256;
-    check_encode(t, (const char *)data + size - tail, tail, 0);
-
-    int32_t ids[128];
-    size_t n = 0;
-    for (size_t i = 0; i + 1 < size && n < 128; i += 37) {
-        ids[n++] = (int32_t)((data[i] | data[i + 1] << 8) % (uint32_t)tok_n_vocab(t));
-    }
-    char *out;
-    size_t out_len;
-    if (tok_decode(t, ids, n, &out, &out_len) != 0) {
-        abort();
-    }
-    free(out);
-    int32_t bad = tok_n_vocab(t);
-    if (tok_decode(t, &bad, 1, &out, &out_len) != -EINVAL) {
-        abort();
-    }
+    fuzz_tok_exercise(t, data, size);
     tok_destroy(t);
     return 0;
 }

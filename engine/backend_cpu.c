@@ -251,12 +251,18 @@ fail:
     return -ENOMEM;
 }
 
-/* Runs fn(ctx, i, thread) for i < n on the OpenMP team. */
+/* Runs fn(ctx, i, thread) for i < n on the OpenMP team, or on the calling thread when there are
+ * fewer than `min_parallel` tasks: a parallel region costs a wake-up and a barrier, and on a
+ * loaded machine a barrier waits for a descheduled thread, so cheap per-row loops of a few tokens
+ * (decode) stay serial. */
 typedef void (*cpu_task_fn)(void *ctx, size_t i, int thread);
 
-static void cpu_parallel(const struct cpu_ctx *c, size_t n, cpu_task_fn fn, void *ctx)
+#define CPU_ROWS_MIN_PARALLEL 8 /* rows of norms, RoPE, SwiGLU worth a parallel region */
+
+static void cpu_parallel(const struct cpu_ctx *c, size_t n, size_t min_parallel, cpu_task_fn fn,
+                         void *ctx)
 {
-    if (n == 1 || c->n_threads == 1) {
+    if (n < min_parallel || n == 1 || c->n_threads == 1) {
         for (size_t i = 0; i < n; i++) {
             fn(ctx, i, 0);
         }
@@ -298,7 +304,7 @@ static void cpu_matmul(struct cpu_ctx *c, const float *x, const float *w, float 
     int32_t chunk = (n + c->n_threads - 1) / c->n_threads;
     chunk = (chunk + 15) / 16 * 16;
     struct cpu_gemv_args a = { x, w, y, k, n, chunk, beta != 0.0f };
-    cpu_parallel(c, (size_t)((n + chunk - 1) / chunk), cpu_gemv_task, &a);
+    cpu_parallel(c, (size_t)((n + chunk - 1) / chunk), 2, cpu_gemv_task, &a);
 }
 
 struct cpu_rows_args {
@@ -490,19 +496,19 @@ static int cpu_forward(void *ctx_, const struct engine_batch *b, float *logits)
         a.norm = L->attn_norm;
         a.in = c->x;
         a.out = c->xb;
-        cpu_parallel(c, (size_t)T, cpu_rmsnorm_task, &a);
+        cpu_parallel(c, (size_t)T, CPU_ROWS_MIN_PARALLEL, cpu_rmsnorm_task, &a);
         cpu_matmul(c, c->xb, L->wq, c->q, T, m->dim, c->q_dim, 0.0f);
         cpu_matmul(c, c->xb, L->wk, c->k, T, m->dim, c->kv_dim, 0.0f);
         cpu_matmul(c, c->xb, L->wv, c->v, T, m->dim, c->kv_dim, 0.0f);
-        cpu_parallel(c, (size_t)T, cpu_rope_store_task, &a);
-        cpu_parallel(c, n_gemm_tasks, cpu_attention_gemm_task, &a);
-        cpu_parallel(c, n_short_tokens * (size_t)m->n_heads, cpu_attention_short_task, &a);
+        cpu_parallel(c, (size_t)T, CPU_ROWS_MIN_PARALLEL, cpu_rope_store_task, &a);
+        cpu_parallel(c, n_gemm_tasks, 2, cpu_attention_gemm_task, &a);
+        cpu_parallel(c, n_short_tokens * (size_t)m->n_heads, 2, cpu_attention_short_task, &a);
         cpu_matmul(c, c->att, L->wo, c->x, T, c->q_dim, m->dim, 1.0f); /* residual add */
         a.norm = L->ffn_norm;
-        cpu_parallel(c, (size_t)T, cpu_rmsnorm_task, &a);
+        cpu_parallel(c, (size_t)T, CPU_ROWS_MIN_PARALLEL, cpu_rmsnorm_task, &a);
         cpu_matmul(c, c->xb, L->w_gate, c->gate, T, m->dim, m->n_ff, 0.0f);
         cpu_matmul(c, c->xb, L->w_up, c->up, T, m->dim, m->n_ff, 0.0f);
-        cpu_parallel(c, (size_t)T, cpu_swiglu_task, &a);
+        cpu_parallel(c, (size_t)T, CPU_ROWS_MIN_PARALLEL, cpu_swiglu_task, &a);
         cpu_matmul(c, c->gate, L->w_down, c->x, T, m->n_ff, m->dim, 1.0f); /* residual add */
     }
     for (int32_t o = 0; o < b->n_outputs; o++) {
@@ -512,7 +518,7 @@ static int cpu_forward(void *ctx_, const struct engine_batch *b, float *logits)
     a.norm = c->out_norm;
     a.in = c->xb;
     a.out = c->xo;
-    cpu_parallel(c, (size_t)b->n_outputs, cpu_rmsnorm_task, &a);
+    cpu_parallel(c, (size_t)b->n_outputs, CPU_ROWS_MIN_PARALLEL, cpu_rmsnorm_task, &a);
     cpu_matmul(c, c->xo, c->lm_head, logits, b->n_outputs, m->dim, m->n_vocab, 0.0f);
     return 0;
 }

@@ -274,12 +274,20 @@ static void cpu_parallel(const struct cpu_ctx *c, size_t n, size_t min_parallel,
     }
 }
 
-/* y[1, n] (+)= x[1, k] . W[n, k]^T: a GEMV in one slice of rows per thread. */
-struct cpu_gemv_args {
-    const float *x;
+/* One product of a fused group: y[T, n] (+)= x[T, k] . w[n, k]^T, all sharing x. */
+struct cpu_mm {
     const float *w;
     float *y;
-    int32_t k, n, chunk;
+    int32_t n;
+};
+
+/* The GEMVs of one token, fused: their rows laid end to end and cut into one slice per thread,
+ * so q, k and v (or gate and up) cost one parallel region instead of one each. */
+struct cpu_gemv_args {
+    const float *x;
+    const struct cpu_mm *mm;
+    int n_mm;
+    int32_t k, chunk;
     int accumulate;
 };
 
@@ -287,24 +295,44 @@ static void cpu_gemv_task(void *ctx, size_t i, int thread)
 {
     (void)thread;
     const struct cpu_gemv_args *a = ctx;
-    int32_t n0 = (int32_t)i * a->chunk;
-    int32_t nn = a->n - n0 < a->chunk ? a->n - n0 : a->chunk;
-    kern_cpu_gemv_f32(a->w + (size_t)n0 * (size_t)a->k, a->x, a->y + n0, nn, a->k, a->accumulate);
+    int32_t lo = (int32_t)i * a->chunk, hi = lo + a->chunk, base = 0;
+    for (int j = 0; j < a->n_mm; base += a->mm[j].n, j++) {
+        int32_t r0 = lo > base ? lo - base : 0;
+        int32_t r1 = hi - base < a->mm[j].n ? hi - base : a->mm[j].n;
+        if (r0 < r1) {
+            kern_cpu_gemv_f32(a->mm[j].w + (size_t)r0 * (size_t)a->k, a->x, a->mm[j].y + r0,
+                              r1 - r0, a->k, a->accumulate);
+        }
+    }
 }
 
-/* y[T, n] (+)= x[T, k] . W[n, k]^T: one OpenBLAS sgemm over the whole batch (on the team), or for
- * one token a GEMV split into one multiple-of-16 slice of rows per thread. */
+/* For each product of the group, y[T, n] (+)= x[T, k] . W[n, k]^T: one OpenBLAS sgemm over the
+ * whole batch each (on the team), or for one token the fused GEMVs above. */
+static void cpu_matmuls(struct cpu_ctx *c, const float *x, int32_t t, int32_t k,
+                        const struct cpu_mm *mm, int n_mm, float beta)
+{
+    if (t > 1) {
+        for (int j = 0; j < n_mm; j++) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t, mm[j].n, k, 1.0f, x, k, mm[j].w,
+                        k, beta, mm[j].y, mm[j].n);
+        }
+        return;
+    }
+    int32_t total = 0;
+    for (int j = 0; j < n_mm; j++) {
+        total += mm[j].n;
+    }
+    int32_t chunk = (total + c->n_threads - 1) / c->n_threads;
+    chunk = (chunk + 15) / 16 * 16;
+    struct cpu_gemv_args a = { x, mm, n_mm, k, chunk, beta != 0.0f };
+    cpu_parallel(c, (size_t)((total + chunk - 1) / chunk), 2, cpu_gemv_task, &a);
+}
+
 static void cpu_matmul(struct cpu_ctx *c, const float *x, const float *w, float *y, int32_t t,
                        int32_t k, int32_t n, float beta)
 {
-    if (t > 1) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t, n, k, 1.0f, x, k, w, k, beta, y, n);
-        return;
-    }
-    int32_t chunk = (n + c->n_threads - 1) / c->n_threads;
-    chunk = (chunk + 15) / 16 * 16;
-    struct cpu_gemv_args a = { x, w, y, k, n, chunk, beta != 0.0f };
-    cpu_parallel(c, (size_t)((n + chunk - 1) / chunk), 2, cpu_gemv_task, &a);
+    struct cpu_mm mm = { w, y, n };
+    cpu_matmuls(c, x, t, k, &mm, 1, beta);
 }
 
 struct cpu_rows_args {
@@ -497,17 +525,19 @@ static int cpu_forward(void *ctx_, const struct engine_batch *b, float *logits)
         a.in = c->x;
         a.out = c->xb;
         cpu_parallel(c, (size_t)T, CPU_ROWS_MIN_PARALLEL, cpu_rmsnorm_task, &a);
-        cpu_matmul(c, c->xb, L->wq, c->q, T, m->dim, c->q_dim, 0.0f);
-        cpu_matmul(c, c->xb, L->wk, c->k, T, m->dim, c->kv_dim, 0.0f);
-        cpu_matmul(c, c->xb, L->wv, c->v, T, m->dim, c->kv_dim, 0.0f);
+        const struct cpu_mm qkv[3] = { { L->wq, c->q, c->q_dim },
+                                       { L->wk, c->k, c->kv_dim },
+                                       { L->wv, c->v, c->kv_dim } };
+        cpu_matmuls(c, c->xb, T, m->dim, qkv, 3, 0.0f);
         cpu_parallel(c, (size_t)T, CPU_ROWS_MIN_PARALLEL, cpu_rope_store_task, &a);
         cpu_parallel(c, n_gemm_tasks, 2, cpu_attention_gemm_task, &a);
         cpu_parallel(c, n_short_tokens * (size_t)m->n_heads, 2, cpu_attention_short_task, &a);
         cpu_matmul(c, c->att, L->wo, c->x, T, c->q_dim, m->dim, 1.0f); /* residual add */
         a.norm = L->ffn_norm;
         cpu_parallel(c, (size_t)T, CPU_ROWS_MIN_PARALLEL, cpu_rmsnorm_task, &a);
-        cpu_matmul(c, c->xb, L->w_gate, c->gate, T, m->dim, m->n_ff, 0.0f);
-        cpu_matmul(c, c->xb, L->w_up, c->up, T, m->dim, m->n_ff, 0.0f);
+        const struct cpu_mm gate_up[2] = { { L->w_gate, c->gate, m->n_ff },
+                                           { L->w_up, c->up, m->n_ff } };
+        cpu_matmuls(c, c->xb, T, m->dim, gate_up, 2, 0.0f);
         cpu_parallel(c, (size_t)T, CPU_ROWS_MIN_PARALLEL, cpu_swiglu_task, &a);
         cpu_matmul(c, c->gate, L->w_down, c->x, T, m->n_ff, m->dim, 1.0f); /* residual add */
     }

@@ -16,4 +16,10 @@ int ctl_inspect(int argc, char **argv);
 /* judgectl generate --model PATH --prompt TEXT [sampling options] [--logits FILE] */
 int ctl_generate(int argc, char **argv);
 
+/* judgectl run SPEC [--dry-run] [-o FILE]: a whole judge job in-process (no Redis) */
+int ctl_run(int argc, char **argv);
+
+/* judgectl metrics --pred FILE --labels FILE [--reversed FILE] [--json] */
+int ctl_metrics(int argc, char **argv);
+
 #endif

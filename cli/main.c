@@ -25,6 +25,12 @@ static const struct ctl_command ctl_commands[] = {
       "           [--tokenizer FILE] [--weights FILE]     print the continuation" },
     { "inspect", ctl_inspect,
       "inspect DIR [--weights FILE]                           config, tensors, consistency" },
+    { "run", ctl_run,
+      "run SPEC [--dry-run] [-o FILE]                         a judge job in-process (no Redis);\n"
+      "           --dry-run writes the rendered prompts as JSONL" },
+    { "metrics", ctl_metrics,
+      "metrics --pred FILE --labels FILE [--reversed FILE] [--json]\n"
+      "           agreement, precision, recall, F1, consistency and bias" },
 };
 
 static void ctl_usage(FILE *f)
@@ -33,7 +39,7 @@ static void ctl_usage(FILE *f)
     for (size_t i = 0; i < sizeof(ctl_commands) / sizeof(ctl_commands[0]); i++) {
         fprintf(f, "  %s\n", ctl_commands[i].usage);
     }
-    fprintf(f, "\ntokenize, detokenize and generate take --log-level error|warn|info|debug\n");
+    fprintf(f, "\ntokenize, detokenize, generate and run take --log-level error|warn|info|debug\n");
 }
 
 int main(int argc, char **argv)

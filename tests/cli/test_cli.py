@@ -197,6 +197,155 @@ def test_generate_stops_and_samples():
     check("prompt longer than the context", rc == 1 and b"context" in err, err)
 
 
+PANDALM = f"{FIX}/pandalm"
+LLMBAR = f"{FIX}/llmbar/LLMBar_Natural.json"
+
+# research/judgelm.md 1.1-1.3, quoted literals
+JUDGE_SYSTEM = "You are a helpful and precise assistant for checking the quality of the answer."
+JUDGE_PAIR = ("[Question]\n{question}\n\n[The Start of Assistant 1's Answer]\n{answer_1}\n\n"
+              "[The End of Assistant 1's Answer]\n\n[The Start of Assistant 2's Answer]\n"
+              "{answer_2}\n\n[The End of Assistant 2's Answer]\n\n[System]\n{prompt}\n\n")
+JUDGE_INSTRUCTION = (
+    "We would like to request your feedback on the performance of two AI assistants in response "
+    "to the user question displayed above.\nPlease rate the helpfulness, relevance, accuracy, "
+    "level of details of their responses. Each assistant receives an overall score on a scale of "
+    "1 to 10, where a higher score indicates better overall performance.\nPlease first output a "
+    "single line containing only two values indicating the scores for Assistant 1 and 2, "
+    "respectively. The two scores are separated by a space. In the subsequent line, please "
+    "provide a comprehensive explanation of your evaluation, avoiding any potential bias and "
+    "ensuring that the order in which the responses were presented does not affect your "
+    "judgment.")
+
+
+def write_jsonl(path, rows):
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+def metrics_json(args):
+    rc, out, err = ctl(["metrics"] + args + ["--json"])
+    return rc, (json.loads(out) if rc == 0 else None), err
+
+
+def pct(x):
+    return round(100 * x, 2)
+
+
+def test_metrics_pandalm_cross_check():
+    # research/judgelm.md 5: PandaLM-7B and GPT-3.5 verdicts vs the majority of the annotators
+    labels = f"{PANDALM}/testset-v1.json"
+    p7 = json.load(open(f"{PANDALM}/pandalm-7b-testset-v1.json"))
+    gpt = json.load(open(f"{PANDALM}/gpt-3.5-turbo-testset-v1.json"))
+    as_text = {1: "9 2", 2: "2 9", 0: "5 5"}
+    with tempfile.TemporaryDirectory() as d:
+        write_jsonl(f"{d}/p7.jsonl", [{"question_id": r["idx"],
+                                       "pred_text": as_text[r["pandalm_result"]]} for r in p7])
+        rc, m, err = metrics_json(["--pred", f"{d}/p7.jsonl", "--labels", labels])
+        check("metrics pandalm-7b", rc == 0 and m["n"] == 999 and
+              [pct(m[k]) for k in ("accuracy", "precision", "recall", "f1")] ==
+              [66.77, 57.38, 57.50, 57.43], (rc, m, err))
+        rc, out, err = ctl(["metrics", "--pred", f"{d}/p7.jsonl", "--labels", labels])
+        text = out.decode()
+        check("metrics table", rc == 0 and "agreement" in text and "66.77" in text and
+              "57.43" in text and "confusion" in text, text + err.decode())
+        to_text = {"1": "9 2", "2": "2 9", "Tie": "5 5"}
+        write_jsonl(f"{d}/gpt.jsonl", [{"question_id": r["idx"],
+                                        "pred_text": to_text[r["gpt_result"]]}
+                                       for r in gpt if r["gpt_result"] in to_text])
+        rc, m, err = metrics_json(["--pred", f"{d}/gpt.jsonl", "--labels", labels])
+        check("metrics gpt-3.5", rc == 0 and m["n"] == 974 and m["n_unmatched_labels"] == 25 and
+              [pct(m[k]) for k in ("accuracy", "precision", "recall", "f1")] ==
+              [71.56, 53.65, 54.17, 53.31], (rc, m, err))
+        # a reversed run: the same verdicts are perfectly inconsistent except for ties
+        rc, m, err = metrics_json(["--pred", f"{d}/p7.jsonl", "--labels", labels,
+                                   "--reversed", f"{d}/p7.jsonl"])
+        ties = sum(1 for r in p7 if r["pandalm_result"] == 0)
+        check("metrics --reversed", rc == 0 and abs(m["consistency"] - ties / 999) < 1e-9 and
+              abs(m["total_bias"] - (1 - ties / 999)) < 1e-9, (rc, m, err))
+
+
+def test_metrics_label_formats_and_errors():
+    with tempfile.TemporaryDirectory() as d:
+        # LLMBar: question_id = position
+        bar = json.load(open(LLMBAR))
+        write_jsonl(f"{d}/bar.jsonl", [{"question_id": i, "pred_text": "8 3"}
+                                       for i in range(len(bar))])
+        rc, m, err = metrics_json(["--pred", f"{d}/bar.jsonl", "--labels", LLMBAR])
+        ones = sum(1 for r in bar if r["label"] == 1)
+        check("metrics llmbar", rc == 0 and m["n"] == 100 and
+              abs(m["accuracy"] - ones / 100) < 1e-9, (rc, m, err))
+        # GPT-4-style texts: unparseable ground truth dropped; a failed prediction is a tie
+        write_jsonl(f"{d}/gt.jsonl", [{"question_id": 0, "text": "8 7\nbecause"},
+                                      {"question_id": 1, "text": "error"},
+                                      {"question_id": 2, "label": 0}])
+        write_jsonl(f"{d}/pred.jsonl", [{"question_id": 0, "pred_text": "9 1"},
+                                        {"question_id": 1, "pred_text": "9 1"},
+                                        {"question_id": 2, "pred_text": "no score"}])
+        rc, m, err = metrics_json(["--pred", f"{d}/pred.jsonl", "--labels", f"{d}/gt.jsonl"])
+        check("metrics text labels", rc == 0 and m["n"] == 2 and m["accuracy"] == 1.0 and
+              m["n_labels_dropped"] == 1 and m["n_pred_failed"] == 1, (rc, m, err))
+        rc, _, err = ctl(["metrics", "--pred", f"{d}/pred.jsonl"])
+        check("metrics usage", rc == 2 and b"--labels" in err, err)
+        with open(f"{d}/bad.jsonl", "w") as f:
+            f.write('{"question_id": 0, "pred_text": "1 2"}\n{"pred_text": "1 2"}\n')
+        rc, _, err = ctl(["metrics", "--pred", f"{d}/bad.jsonl", "--labels", f"{d}/gt.jsonl"])
+        check("metrics bad line named", rc == 1 and b"bad.jsonl:2" in err and
+              b"question_id" in err, err)
+
+
+def render_pair(question, a1, a2):
+    body = JUDGE_PAIR.format(question=question, answer_1=a1, answer_2=a2,
+                             prompt=JUDGE_INSTRUCTION)
+    return JUDGE_SYSTEM + "\n" + body + "### Response:"
+
+
+def test_run_dry_run_prompts():
+    testset = json.load(open(f"{PANDALM}/testset-v1.json"))[:50]
+    with tempfile.TemporaryDirectory() as d:
+        write_jsonl(f"{d}/in.jsonl", testset)
+        with open(f"{d}/job.yaml", "w") as f:
+            f.write("kind: judge\nmodel: judgelm-7b\ninput: in.jsonl\ninput_format: pandalm\n"
+                    "swap: both\n")
+        rc, out, err = ctl(["run", f"{d}/job.yaml", "--dry-run"])
+        lines = [json.loads(l) for l in out.decode().splitlines()]
+        check("run --dry-run", rc == 0 and len(lines) == 100, (rc, err[-300:]))
+        ok = True
+        for i, rec in enumerate(lines):
+            s = testset[i // 2]
+            q = s["instruction"] + ("\n\n" + s["input"] if s["input"] else "")
+            a1, a2 = s["response1"], s["response2"]
+            if i % 2:
+                a1, a2 = a2, a1
+            want = {"question_id": s["idx"], "order": "swapped" if i % 2 else "original",
+                    "prompt": render_pair(q, a1, a2)}
+            if rec != want:
+                ok = False
+                check(f"dry-run line {i}", False, (rec, want))
+                break
+        check("dry-run prompts byte-identical", ok)
+        rc, _, err = ctl(["run", f"{d}/job.yaml", "--dry-run", "-o", f"{d}/prompts.jsonl"])
+        check("run --dry-run -o", rc == 0 and
+              open(f"{d}/prompts.jsonl", "rb").read() == out, err)
+        # single mode ends with the forced "10"
+        with open(f"{d}/single.yaml", "w") as f:
+            f.write("kind: judge\nmodel: m\ninput: in.jsonl\ninput_format: pandalm\n"
+                    "mode: single\n")
+        rc, out, err = ctl(["run", f"{d}/single.yaml", "--dry-run"])
+        first = json.loads(out.decode().splitlines()[0])
+        check("dry-run single", rc == 0 and first["prompt"].endswith("judgment.\n\n### Response:10"),
+              err)
+        # not wired yet: a clear error; bad specs name the field
+        rc, _, err = ctl(["run", f"{d}/job.yaml"])
+        check("run without --dry-run", rc == 1 and b"not wired" in err, err)
+        with open(f"{d}/bad.yaml", "w") as f:
+            f.write("kind: judge\nmodel: m\ninput: in.jsonl\nswap: sometimes\n")
+        rc, _, err = ctl(["run", f"{d}/bad.yaml", "--dry-run"])
+        check("run bad spec", rc == 1 and b"bad.yaml:4:1: field 'swap'" in err, err)
+        rc, _, err = ctl(["run"])
+        check("run usage", rc == 2, err)
+
+
 def main():
     for name, fn in sorted(globals().items()):
         if name.startswith("test_") and callable(fn):

@@ -5,8 +5,11 @@
 #include "cli/ctl.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "engine/engine.h"
+#include "engine/tokenizer.h"
 #include "jobs/job.h"
 #include "jobs/judge.h"
+#include "scheduler/sched.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -14,19 +17,214 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-#define CTL_RUN_USAGE "usage: judgectl run SPEC [--dry-run] [-o FILE] [--log-level LEVEL]\n"
-
-/* Runs every request of the job through the scheduler and finishes it into output_path (NULL:
- * the spec's output_path, else stdout). Returns the exit status. */
-static int ctl_run_execute(const struct job_spec *spec, const char *output_path)
+static double ctl_run_now_s(void)
 {
-    (void)output_path;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+#define CTL_RUN_USAGE                                                                       \
+    "usage: judgectl run SPEC [--dry-run] [-o FILE] [--threads N] [--max-batch-tokens N]\n" \
+    "                 [--max-seqs N] [--context N] [--kv-mib N] [--log-level LEVEL]\n"
+
+/* Engine and scheduler limits of a local run (command-line options). */
+struct ctl_run_limits {
+    int n_threads;            /* 0: every CPU */
+    int32_t max_batch_tokens; /* engine batch and scheduler token budget */
+    int32_t max_seqs;
+    int32_t context; /* 0: the model's max_position_embeddings */
+    int32_t kv_mib;  /* KV pool budget */
+};
+
+/* Converts one completion's log-probabilities (per token: the chosen one, then the most likely
+ * alternatives) into the judge's layout. probs has room for n_tokens entries. */
+static void ctl_run_probs(const struct sched_completion *c, struct judge_token_probs *probs)
+{
+    int32_t stride = 1 + c->n_logprobs;
+    for (int32_t i = 0; i < c->n_tokens; i++) {
+        const struct sched_logprob *lp = c->logprobs + (size_t)i * (size_t)stride;
+        struct judge_token_probs *p = &probs[i];
+        p->token = lp[0].token;
+        p->logprob = lp[0].logprob;
+        p->n_top = c->n_logprobs < JUDGE_MAX_TOP ? c->n_logprobs : JUDGE_MAX_TOP;
+        for (int32_t k = 0; k < p->n_top; k++) {
+            p->top_ids[k] = lp[1 + k].token;
+            p->top_logprobs[k] = lp[1 + k].logprob;
+        }
+    }
+}
+
+/* Hands one finished request to the job. */
+static int ctl_run_collect(struct judge_job *job, const struct sched_completion *c,
+                           struct judge_token_probs *probs)
+{
+    size_t i = (size_t)(uintptr_t)c->user;
+    if (c->finish == SCHED_FINISH_ERROR || c->finish == SCHED_FINISH_CANCELLED) {
+        return judge_job_complete_error(job, i, sched_finish_name(c->finish));
+    }
+    size_t n_probs = 0;
+    if (c->n_logprobs > 0 && c->logprobs) {
+        ctl_run_probs(c, probs);
+        n_probs = (size_t)c->n_tokens;
+    }
+    return judge_job_complete(job, i, c->text, c->text_len, probs, n_probs);
+}
+
+/* Runs every request of the job through one engine and scheduler on this machine, then finishes
+ * it into output_path (NULL: the spec's output_path, else stdout). Returns the exit status. */
+static int ctl_run_execute(const struct job_spec *spec, const char *output_path,
+                           const struct ctl_run_limits *lim)
+{
+    char errstr[ERRSTR_LEN];
+    struct tok *t = NULL;
+    struct judge_job *job = NULL;
+    struct engine *e = NULL;
+    struct sched *s = NULL;
+    struct judge_token_probs *probs = NULL;
+    int rc = 1;
+    if (!spec->model_path) {
+        fprintf(stderr,
+                "judgectl run: %s: field 'model': '%s' is not a model directory (model "
+                "names from a configuration are resolved by judged)\n",
+                spec->spec_path, spec->model);
+        return 1;
+    }
+    double t0 = ctl_run_now_s();
+    if (tok_load_dir(spec->model_path, &t, errstr, sizeof(errstr)) != 0 ||
+        judge_job_create(spec, t, &job, errstr, sizeof(errstr)) != 0) {
+        fprintf(stderr, "judgectl run: %s\n", errstr);
+        goto done;
+    }
+    struct engine_config ecfg;
+    engine_config_default(&ecfg);
+    ecfg.backend = ENGINE_BACKEND_CPU;
+    ecfg.n_threads = lim->n_threads;
+    ecfg.max_batch_tokens = lim->max_batch_tokens;
+    ecfg.max_outputs = lim->max_seqs;
+    ecfg.max_ctx = lim->context;
+    if (engine_open(spec->model_path, NULL, &ecfg, &e, errstr, sizeof(errstr)) != 0) {
+        fprintf(stderr, "judgectl run: %s\n", errstr);
+        goto done;
+    }
+    /* size the KV pool from the memory budget, at most enough for every sequence slot to hold a
+     * full context: reopening is cheap next to a run, and the blocks size is only known now */
+    const struct model_config *mc = engine_model_config(e);
+    const struct engine_config *got = engine_get_config(e);
+    size_t block_bytes = 2u * (size_t)mc->n_layers * (size_t)got->kv_block_size *
+                         (size_t)mc->n_kv_heads * (size_t)mc->head_dim * sizeof(float);
+    int64_t want = (int64_t)lim->kv_mib * 1024 * 1024 / (int64_t)block_bytes;
+    int64_t cap =
+        (int64_t)lim->max_seqs * ((got->max_ctx + got->kv_block_size - 1) / got->kv_block_size);
+    ecfg.max_ctx = got->max_ctx;
+    ecfg.n_kv_blocks = (int32_t)(want < cap ? want : cap);
+    engine_destroy(e);
+    e = NULL;
+    if (engine_open(spec->model_path, NULL, &ecfg, &e, errstr, sizeof(errstr)) != 0) {
+        fprintf(stderr, "judgectl run: %s\n", errstr);
+        goto done;
+    }
+    struct sched_config scfg;
+    sched_config_default(&scfg);
+    scfg.max_batched_tokens = lim->max_batch_tokens;
+    scfg.max_seqs = lim->max_seqs;
+    if (sched_create(&scfg, e, t, &s) != 0) {
+        fprintf(stderr, "judgectl run: cannot create the scheduler\n");
+        goto done;
+    }
+    probs = calloc((size_t)engine_get_config(e)->max_ctx, sizeof(*probs));
+    if (!probs) {
+        fprintf(stderr, "judgectl run: out of memory\n");
+        goto done;
+    }
+    size_t n = judge_job_n_requests(job), next = 0, n_done = 0;
+    double t_start = ctl_run_now_s();
+    log_info("job %s: %zu samples, %zu requests, KV pool of %d blocks", spec->spec_path,
+             judge_job_n_samples(job), n, (int)ecfg.n_kv_blocks);
+    while (n_done < n) {
+        /* keep the scheduler fed; it says -EAGAIN when its request table is full */
+        while (next < n) {
+            const struct judge_request *r = judge_job_request(job, next);
+            struct sched_request_params p;
+            sched_request_params_default(&p);
+            p.tokens = r->tokens;
+            p.n_tokens = r->n_tokens;
+            p.sampling = r->sampling;
+            p.max_new_tokens = r->max_new_tokens;
+            const char *stop[1] = { r->stop };
+            p.stop = r->stop ? stop : NULL;
+            p.n_stop = r->stop ? 1 : 0;
+            p.n_logprobs = r->n_logprobs < SCHED_MAX_LOGPROBS ? r->n_logprobs : SCHED_MAX_LOGPROBS;
+            p.job_id = 1;
+            p.user = (void *)(uintptr_t)next;
+            int err = sched_submit(s, &p, NULL);
+            if (err == -EAGAIN) {
+                break;
+            }
+            if (err) {
+                /* a prompt longer than the context or the KV pool: this sample's error record */
+                char reason[128];
+                snprintf(reason, sizeof(reason), "%s (%zu prompt tokens, context %d)",
+                         err == -E2BIG ? "does not fit the KV pool" : "cannot be judged",
+                         r->n_tokens, (int)engine_get_config(e)->max_ctx);
+                judge_job_complete_error(job, next, reason);
+                n_done++;
+            }
+            next++;
+        }
+        int err = sched_step(s);
+        if (err && err != -EAGAIN && err != -EIO) {
+            fprintf(stderr, "judgectl run: scheduler step failed: %s\n", strerror(-err));
+            goto done;
+        }
+        struct sched_completion c;
+        while (sched_poll(s, &c)) {
+            if (ctl_run_collect(job, &c, probs) != 0) {
+                fprintf(stderr, "judgectl run: could not record request %zu\n",
+                        (size_t)(uintptr_t)c.user);
+                goto done;
+            }
+            n_done++;
+        }
+    }
+    double t_run = ctl_run_now_s() - t_start;
+    struct judge_summary sum;
+    if (judge_job_finish(job, output_path, &sum, errstr, sizeof(errstr)) != 0) {
+        fprintf(stderr, "judgectl run: %s\n", errstr);
+        goto done;
+    }
+    struct engine_stats es;
+    struct sched_stats ss;
+    engine_stats_get(e, &es);
+    sched_stats(s, &ss);
     fprintf(stderr,
-            "judgectl run: %s: executing judge jobs is not wired yet (the scheduler is not "
-            "connected); use --dry-run to render the prompts\n",
-            spec->spec_path);
-    return 1;
+            "judged %zu samples (%zu requests) in %.2f s: %.2f samples/s; %zu errors, %zu "
+            "unparsed scores; answer 1 / tie / answer 2: %zu / %zu / %zu\n",
+            sum.n_samples, sum.n_requests, t_run, (double)sum.n_samples / t_run, sum.n_errors,
+            sum.n_parse_failed, sum.n_win1, sum.n_tie, sum.n_win2);
+    fprintf(stderr,
+            "engine: %.2f s in %llu forward passes (%.1f%% of the run outside them), %llu "
+            "tokens, prefix cache hit rate %.1f%%, %llu preemptions; total %.2f s with loading\n",
+            es.forward_s, (unsigned long long)es.n_forward,
+            t_run > 0 ? 100.0 * (t_run - es.forward_s) / t_run : 0.0,
+            (unsigned long long)es.n_tokens, 100.0 * ss.prefix_hit_rate,
+            (unsigned long long)ss.n_preemptions, ctl_run_now_s() - t0);
+    if (sum.has_metrics) {
+        const struct eval_metrics *m = &sum.metrics;
+        fprintf(stderr, "metrics (n = %zu): agreement %.2f, precision %.2f, recall %.2f, F1 %.2f\n",
+                (size_t)m->n, 100.0 * m->accuracy, 100.0 * m->precision, 100.0 * m->recall,
+                100.0 * m->f1);
+    }
+    rc = 0;
+done:
+    free(probs);
+    sched_destroy(s);
+    engine_destroy(e);
+    judge_job_destroy(job);
+    tok_destroy(t);
+    return rc;
 }
 
 static int ctl_run_dry(const struct job_spec *spec, const char *output_path)
@@ -68,8 +266,14 @@ int ctl_run(int argc, char **argv)
         { "output", required_argument, NULL, 'o' },
         { "log-level", required_argument, NULL, 'l' },
         { "help", no_argument, NULL, 'h' },
+        { "threads", required_argument, NULL, 'T' },
+        { "max-batch-tokens", required_argument, NULL, 'B' },
+        { "max-seqs", required_argument, NULL, 'S' },
+        { "context", required_argument, NULL, 'C' },
+        { "kv-mib", required_argument, NULL, 'K' },
         { NULL, 0, NULL, 0 },
     };
+    struct ctl_run_limits lim = { 0, 512, 64, 0, 512 };
     const char *output_path = NULL;
     bool dry_run = false;
     optind = 1;
@@ -94,6 +298,32 @@ int ctl_run(int argc, char **argv)
         case 'h':
             fputs(CTL_RUN_USAGE, stdout);
             return 0;
+        case 'T':
+        case 'B':
+        case 'S':
+        case 'C':
+        case 'K': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            long lo = c == 'T' || c == 'C' ? 0 : 1;
+            if (*end || end == optarg || v < lo || v > (1L << 24)) {
+                fprintf(stderr, "judgectl run: %s: '%s' is not a number in [%ld, %ld]\n",
+                        argv[optind - 1], optarg, lo, 1L << 24);
+                return 2;
+            }
+            if (c == 'T') {
+                lim.n_threads = (int)v;
+            } else if (c == 'B') {
+                lim.max_batch_tokens = (int32_t)v;
+            } else if (c == 'S') {
+                lim.max_seqs = (int32_t)v;
+            } else if (c == 'C') {
+                lim.context = (int32_t)v;
+            } else {
+                lim.kv_mib = (int32_t)v;
+            }
+            break;
+        }
         default:
             fputs(CTL_RUN_USAGE, stderr);
             return 2;
@@ -109,7 +339,7 @@ int ctl_run(int argc, char **argv)
         fprintf(stderr, "judgectl run: %s\n", errstr);
         return 1;
     }
-    int rc = dry_run ? ctl_run_dry(spec, output_path) : ctl_run_execute(spec, output_path);
+    int rc = dry_run ? ctl_run_dry(spec, output_path) : ctl_run_execute(spec, output_path, &lim);
     job_spec_destroy(spec);
     return rc;
 }

@@ -1,6 +1,7 @@
 /* engine.c - opens a model on a backend and validates batches before they reach it. */
 #include "engine/engine.h"
 
+#include "common/log.h"
 #include "common/util.h"
 #include "common/xmalloc.h"
 #include "engine/backend.h"
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct engine {
     struct engine_config cfg;
@@ -21,6 +23,7 @@ struct engine {
     struct llama2c_file *l2; /* a llama2.c checkpoint */
     int32_t *last_pos;       /* [max seqs seen] scratch for batch validation */
     int32_t n_last_pos;
+    struct engine_stats stats;
     char errstr[256];
 };
 
@@ -75,8 +78,12 @@ int engine_open(const char *path, const char *weights_file, const struct engine_
         src = (struct engine_weight_src){ &e->mc, llama2c_find, e->l2 };
     }
     e->cfg = *cfg;
-    if (e->cfg.max_ctx <= 0 || e->cfg.max_ctx > e->mc.max_pos) {
+    if (e->cfg.max_ctx <= 0) {
         e->cfg.max_ctx = e->mc.max_pos;
+    } else if (e->cfg.max_ctx > e->mc.max_pos) {
+        /* RoPE extends to any position, but the model never saw these: the caller asked */
+        log_warn("context %d is beyond the %d positions %s was trained on", (int)e->cfg.max_ctx,
+                 (int)e->mc.max_pos, path);
     }
     if (e->cfg.kv_block_size <= 0) {
         e->cfg.kv_block_size = 16;
@@ -216,6 +223,13 @@ static int engine_batch_check(struct engine *e, const struct engine_batch *b)
     return 0;
 }
 
+static double engine_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 int engine_forward(struct engine *e, const struct engine_batch *b, float *logits)
 {
     e->errstr[0] = '\0';
@@ -223,5 +237,18 @@ int engine_forward(struct engine *e, const struct engine_batch *b, float *logits
     if (err) {
         return err;
     }
-    return e->ops->forward(e->ctx, b, logits);
+    double t0 = engine_now_s();
+    err = e->ops->forward(e->ctx, b, logits);
+    if (e->ops->sync && !err) {
+        err = e->ops->sync(e->ctx);
+    }
+    e->stats.forward_s += engine_now_s() - t0;
+    e->stats.n_forward++;
+    e->stats.n_tokens += (uint64_t)b->n_tokens;
+    return err;
+}
+
+void engine_stats_get(const struct engine *e, struct engine_stats *out)
+{
+    *out = e->stats;
 }

@@ -79,6 +79,16 @@ const char *engine_backend_name(const struct engine *e);
  * too many tokens) with the reason in engine_errstr. Engine thread only. */
 int engine_forward(struct engine *e, const struct engine_batch *b, float *logits);
 
+/* Counters of the forward passes run so far. Plain data. */
+struct engine_stats {
+    uint64_t n_forward; /* engine_forward calls that ran */
+    uint64_t n_tokens;  /* tokens they processed */
+    double forward_s;   /* wall time inside them, seconds */
+};
+
+/* Fills *out. Engine thread only. */
+void engine_stats_get(const struct engine *e, struct engine_stats *out);
+
 /* The last error's message. Borrowed, valid until the next call on e. */
 const char *engine_errstr(const struct engine *e);
 

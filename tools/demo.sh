@@ -62,3 +62,35 @@ echo "== the same with JudgeLM's sampling (--judgelm: temperature 0.2, top-k 50,
 "$ctl" generate --model tests/fixtures/stories260K-hf --prompt "Once upon a time" \
     --max-new-tokens 80 --judgelm --seed 1 --log-level warn
 echo
+
+echo; echo "== judgectl run: a JudgeLM pairwise job, both answer orders, on 8 PandaLM samples"
+work=$(mktemp -d)
+trap 'rm -f "$prompt"; rm -rf "$work"' EXIT
+python3 - "$work" <<'PY'
+import json, sys
+rows = json.load(open("tests/fixtures/pandalm/testset-v1.json"))[:8]
+with open(f"{sys.argv[1]}/samples.json", "w") as f:
+    json.dump(rows, f)
+PY
+cat > "$work/job.yaml" <<YAML
+kind: judge
+name: demo
+model: $PWD/tests/fixtures/stories260K-hf
+input: samples.json
+input_format: pandalm
+mode: pair
+swap: both
+output: fast
+max_new_tokens: 8
+labels: $PWD/tests/fixtures/pandalm/testset-v1.json
+output_path: judgments.jsonl
+YAML
+echo "(stories260K is a story model, not a judge: its score lines do not parse, so every"
+echo " judgment counts as a tie; the pipeline is what this shows)"
+"$ctl" run "$work/job.yaml" --context 2048 --log-level warn 2>&1 | grep -v "WARN"
+python3 - "$work/judgments.jsonl" <<'PY'
+import json, sys
+rec = json.loads(open(sys.argv[1]).readline())
+print("first record:", {k: rec[k] for k in ("idx", "pred_id", "pred_text", "scores",
+                                              "pred_text_swapped") if k in rec})
+PY

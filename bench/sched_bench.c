@@ -16,6 +16,7 @@
  *
  * Usage: sched_bench --model DIR [--requests N] [--max-new-tokens M] [--threads T]
  *                    [--max-seqs S] [--budget B] [--modes seq,static,cont] [--data FILE] */
+#include "bench/bench_util.h"
 #include "common/json.h"
 #include "common/util.h"
 #include "engine/engine.h"
@@ -35,13 +36,6 @@
 #define DEFAULT_DATA "tests/fixtures/pandalm/testset-v1.json"
 #define STATIC_BATCH 16
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* CPU seconds of this process, all threads: CPU time / wall time near the thread count means
  * the machine was ours; well below it, someone else was running. */
 static double cpu_s(void)
@@ -49,33 +43,6 @@ static double cpu_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* The peer, measured as bench/engine_bench.c does (duplicated there; bench programs are single
- * files): one OpenBLAS sgemm over the whole shape in the engine's layout C = A . B^T. */
-static double sgemm_gflops(int m, int n, int k, double min_time)
-{
-    float *a = malloc((size_t)m * k * sizeof(float));
-    float *b = malloc((size_t)n * k * sizeof(float));
-    float *c = malloc((size_t)m * n * sizeof(float));
-    for (size_t i = 0; i < (size_t)m * k; i++) {
-        a[i] = (float)(i % 17) * 0.01f;
-    }
-    for (size_t i = 0; i < (size_t)n * k; i++) {
-        b[i] = (float)(i % 13) * 0.01f;
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, b, k, 0.0f, c, n);
-    long reps = 0;
-    double t0 = now_s(), t;
-    do {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, b, k, 0.0f, c, n);
-        reps++;
-        t = now_s() - t0;
-    } while (t < min_time);
-    free(a);
-    free(b);
-    free(c);
-    return 2.0 * m * n * k * (double)reps / t * 1e-9;
 }
 
 static double sgemm_rate_for_model(const struct model_config *m)

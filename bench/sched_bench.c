@@ -15,7 +15,10 @@
  * first measurement). The last line is `continuous_vs_sequential: X.XX`.
  *
  * Usage: sched_bench --model DIR [--requests N] [--max-new-tokens M] [--threads T]
- *                    [--max-seqs S] [--budget B] [--modes seq,static,cont] [--data FILE] */
+ *                    [--max-seqs S] [--budget B] [--modes seq,static,cont] [--data FILE]
+ *                    [--seed S] [--trace FILE]
+ * --trace writes one line per step: mode, tokens, prompt tokens, tokens sampled, requests
+ * running before the step, step milliseconds. */
 #include "bench/bench_util.h"
 #include "common/json.h"
 #include "common/util.h"
@@ -167,7 +170,7 @@ struct run_result {
 
 static int run_mode(enum mode mode, struct engine *e, const struct tok *t,
                     const struct prompt *prompts, int32_t n_req, int32_t max_new, int32_t max_seqs,
-                    int32_t budget, struct run_result *res)
+                    int32_t budget, FILE *trace, struct run_result *res)
 {
     struct sched_config cfg;
     sched_config_default(&cfg);
@@ -202,7 +205,20 @@ static int run_mode(enum mode mode, struct engine *e, const struct tok *t,
         }
         struct sched_completion c;
         for (;;) {
+            struct sched_stats before;
+            if (trace) {
+                sched_stats(s, &before);
+            }
             err = sched_step(s);
+            if (trace && err == 0) {
+                /* mode, tokens, prompt tokens, logits rows (samples), running, ms */
+                struct sched_stats after;
+                sched_stats(s, &after);
+                fprintf(trace, "%d %d %d %d %d %.2f\n", (int)mode, (int)after.last_step_tokens,
+                        (int)(after.n_prompt_tokens_forwarded - before.n_prompt_tokens_forwarded),
+                        (int)(after.n_tokens_generated - before.n_tokens_generated),
+                        (int)before.n_running, after.last_step_ms);
+            }
             while (sched_poll(s, &c)) {
                 intptr_t i = (intptr_t)c.user;
                 res->outputs[i] = malloc((size_t)max_new * sizeof(int32_t));
@@ -233,7 +249,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: sched_bench --model DIR [--requests N] [--max-new-tokens M] "
                     "[--threads T] [--max-seqs S] [--budget B] [--modes seq,static,cont] "
-                    "[--data FILE]\n");
+                    "[--data FILE] [--seed S] [--trace FILE]\n");
 }
 
 int main(int argc, char **argv)
@@ -248,12 +264,14 @@ int main(int argc, char **argv)
         { "modes", required_argument, NULL, 'o' },
         { "data", required_argument, NULL, 'd' },
         { "seed", required_argument, NULL, 'S' },
+        { "trace", required_argument, NULL, 'T' },
         { NULL, 0, NULL, 0 },
     };
     const char *model = NULL, *data = DEFAULT_DATA, *modes = "seq,static,cont";
     int32_t n_req = 200, max_new = 100, max_seqs = 32, budget = 512;
     int n_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     uint32_t seed = 1;
+    FILE *trace = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
         switch (c) {
@@ -283,6 +301,13 @@ int main(int argc, char **argv)
             break;
         case 'S':
             seed = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'T':
+            trace = fopen(optarg, "w");
+            if (!trace) {
+                perror(optarg);
+                return 1;
+            }
             break;
         default:
             usage();
@@ -366,7 +391,7 @@ int main(int argc, char **argv)
         if (!strstr(modes, keys[mode])) {
             continue;
         }
-        if (run_mode((enum mode)mode, e, t, prompts, n_req, max_new, max_seqs, budget,
+        if (run_mode((enum mode)mode, e, t, prompts, n_req, max_new, max_seqs, budget, trace,
                      &res[mode]) != 0) {
             return 1;
         }
@@ -427,6 +452,9 @@ int main(int argc, char **argv)
         free(prompts[i].ids);
     }
     free(prompts);
+    if (trace) {
+        fclose(trace);
+    }
     engine_destroy(e);
     tok_destroy(t);
     return 0;

@@ -628,7 +628,6 @@ static void run_property(const struct prop_config *pc)
                   pc->model, (int)n_req, (int)steps, (unsigned long long)st.n_preemptions,
                   n_cancelled, n_job_cancel, st.prefix_hit_rate, st.mean_tokens_per_step,
                   n_near_ties);
-    (void)n_cancel;
     for (int32_t i = 0; i < n_req; i++) {
         free(reqs[i].prompt);
         result_clear(&results[i]);

@@ -387,9 +387,11 @@ static void cpu_attention_task(void *ctx, size_t i, int thread)
     int32_t h = (int32_t)(i % (size_t)m->n_heads);
     int32_t kv_head = h / (m->n_heads / m->n_kv_heads);
     const struct cpu_layer *L = &c->layers[a->layer];
+    size_t block_stride = (size_t)c->cfg.kv_block_size * (size_t)c->kv_dim;
     kern_cpu_attention_paged_f32(c->q + t * (size_t)c->q_dim + (size_t)h * m->head_dim, L->k_cache,
-                                 L->v_cache, c->kv_dim, kv_head * m->head_dim, m->head_dim,
-                                 b->block_tables[b->seq[t]], c->cfg.kv_block_size, b->pos[t] + 1,
+                                 L->v_cache, block_stride, (size_t)kv_head * (size_t)m->head_dim,
+                                 (size_t)c->kv_dim, m->head_dim, b->block_tables[b->seq[t]],
+                                 c->cfg.kv_block_size, b->pos[t] + 1,
                                  c->scores + (size_t)thread * c->cfg.max_ctx,
                                  c->att + t * (size_t)c->q_dim + (size_t)h * m->head_dim);
 }

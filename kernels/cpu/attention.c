@@ -43,22 +43,20 @@ void kern_cpu_softmax_f32(float *x, int32_t n)
 
 KERN_CPU_CLONES
 void kern_cpu_attention_paged_f32(const float *q, const float *k_pool, const float *v_pool,
-                                  int32_t kv_stride, int32_t kv_off, int32_t head_dim,
-                                  const int32_t *blocks, int32_t block_size, int32_t n_ctx,
-                                  float *scores, float *out)
+                                  size_t block_stride, size_t head_off, size_t token_stride,
+                                  int32_t head_dim, const int32_t *blocks, int32_t block_size,
+                                  int32_t n_ctx, float *scores, float *out)
 {
     float scale = 1.0f / sqrtf((float)head_dim);
     int32_t n_vec = head_dim / 8;
     for (int32_t j0 = 0; j0 < n_ctx; j0 += block_size) {
-        const float *k_blk =
-            k_pool + (size_t)blocks[j0 / block_size] * (size_t)block_size * (size_t)kv_stride +
-            (size_t)kv_off;
+        const float *k_blk = k_pool + (size_t)blocks[j0 / block_size] * block_stride + head_off;
         int32_t n = n_ctx - j0 < block_size ? n_ctx - j0 : block_size;
         int32_t r = 0;
         /* four keys at a time: independent accumulator chains, the same order per key */
         for (; r + 4 <= n; r += 4) {
-            const float *k0 = k_blk + (size_t)r * (size_t)kv_stride;
-            const float *k1 = k0 + kv_stride, *k2 = k1 + kv_stride, *k3 = k2 + kv_stride;
+            const float *k0 = k_blk + (size_t)r * token_stride;
+            const float *k1 = k0 + token_stride, *k2 = k1 + token_stride, *k3 = k2 + token_stride;
             kern_v8 a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
             for (int32_t d = 0; d < n_vec; d++) {
                 kern_v8 qv, x0, x1, x2, x3;
@@ -84,7 +82,7 @@ void kern_cpu_attention_paged_f32(const float *q, const float *k_pool, const flo
             scores[j0 + r + 3] = kern_v8_hsum(&a3) * scale;
         }
         for (; r < n; r++) {
-            const float *k = k_blk + (size_t)r * (size_t)kv_stride;
+            const float *k = k_blk + (size_t)r * token_stride;
             kern_v8 acc = { 0 };
             for (int32_t d = 0; d < n_vec; d++) {
                 kern_v8 qv, kv;
@@ -101,12 +99,10 @@ void kern_cpu_attention_paged_f32(const float *q, const float *k_pool, const flo
     kern_cpu_softmax_f32(scores, n_ctx);
     memset(out, 0, (size_t)head_dim * sizeof(float));
     for (int32_t j0 = 0; j0 < n_ctx; j0 += block_size) {
-        const float *v_blk =
-            v_pool + (size_t)blocks[j0 / block_size] * (size_t)block_size * (size_t)kv_stride +
-            (size_t)kv_off;
+        const float *v_blk = v_pool + (size_t)blocks[j0 / block_size] * block_stride + head_off;
         int32_t n = n_ctx - j0 < block_size ? n_ctx - j0 : block_size;
         for (int32_t r = 0; r < n; r++) {
-            const float *v = v_blk + (size_t)r * (size_t)kv_stride;
+            const float *v = v_blk + (size_t)r * token_stride;
             float a = scores[j0 + r];
             kern_v8 av = { a, a, a, a, a, a, a, a };
             for (int32_t d = 0; d < n_vec; d++) {

@@ -32,18 +32,23 @@ void kern_cpu_swiglu_f32(const float *gate, const float *up, float *out, size_t 
 void kern_cpu_softmax_f32(float *x, int32_t n);
 
 /* Causal attention of one query head over a paged KV cache.
- *   q        [head_dim] the (rotated) query
- *   k_pool   [n_blocks_total, block_size, kv_stride] keys of one layer; v_pool likewise
- *   kv_off   offset of this head's slice within a kv row (kv_head * head_dim)
- *   blocks   the sequence's block table: position j lives in block blocks[j / block_size]
- *   n_ctx    attend to positions 0 .. n_ctx-1
- *   scores   scratch [n_ctx]
- *   out      [head_dim]
- * Scale 1/sqrt(head_dim). */
+ *   q            [head_dim] the (rotated) query
+ *   k_pool       keys of one layer, one block every `block_stride` floats; v_pool likewise
+ *   head_off     where this head's first key sits within a block
+ *   token_stride floats from one key of this head to the next within a block: head_dim when the
+ *                block is head-major ([kv_head][block_size][head_dim], one head's keys in one
+ *                contiguous run), kv_dim when it is token-major ([block_size][kv_dim])
+ *   blocks       the sequence's block table: position j lives in block blocks[j / block_size],
+ *                its key at k_pool + blocks[j / bs] * block_stride + head_off
+ *                + (j % bs) * token_stride
+ *   n_ctx        attend to positions 0 .. n_ctx-1
+ *   scores       scratch [n_ctx]
+ *   out          [head_dim]
+ * Scale 1/sqrt(head_dim). The arithmetic does not depend on the strides. */
 void kern_cpu_attention_paged_f32(const float *q, const float *k_pool, const float *v_pool,
-                                  int32_t kv_stride, int32_t kv_off, int32_t head_dim,
-                                  const int32_t *blocks, int32_t block_size, int32_t n_ctx,
-                                  float *scores, float *out);
+                                  size_t block_stride, size_t head_off, size_t token_stride,
+                                  int32_t head_dim, const int32_t *blocks, int32_t block_size,
+                                  int32_t n_ctx, float *scores, float *out);
 
 #ifdef __cplusplus
 }

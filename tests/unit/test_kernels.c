@@ -1,6 +1,7 @@
 /* test_kernels.c - the CPU reference kernels against independent double-precision formulas:
  * RMSNorm, RoPE in both layouts (as complex rotations), SwiGLU, softmax, GEMV, and paged
- * attention against dense attention over the same keys in contiguous memory. */
+ * attention (token-major and head-major blocks, random block tables) against dense attention
+ * over the same keys in contiguous memory. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -191,7 +192,8 @@ static void test_kernels_attention_paged_matches_dense(void **state)
     const int ctx[] = { 1, 5, 16, 17, 100, NB * BS };
     for (size_t c = 0; c < sizeof(ctx) / sizeof(ctx[0]); c++) {
         int n = ctx[c];
-        kern_cpu_attention_paged_f32(q, k_pool, v_pool, STRIDE, HD, HD, blocks, BS, n, scores, out);
+        kern_cpu_attention_paged_f32(q, k_pool, v_pool, (size_t)BS * STRIDE, HD, STRIDE, HD, blocks,
+                                     BS, n, scores, out);
         double s[NB * BS], mx = -1e30, z = 0;
         for (int j = 0; j < n; j++) {
             s[j] = 0;
@@ -217,6 +219,108 @@ static void test_kernels_attention_paged_matches_dense(void **state)
     free(v_pool);
 }
 
+/* Softmax(q . k_j / sqrt(hd)) . v_j over j < n in double: keys and values dense [n, hd]. */
+static void attention_ref(const float *q, const float *k, const float *v, int hd, int n,
+                          double *out)
+{
+    double *s = malloc((size_t)n * sizeof(*s)), mx = -1e30, z = 0;
+    for (int j = 0; j < n; j++) {
+        s[j] = 0;
+        for (int d = 0; d < hd; d++) {
+            s[j] += (double)q[d] * k[(size_t)j * hd + d];
+        }
+        s[j] /= sqrt((double)hd);
+        mx = s[j] > mx ? s[j] : mx;
+    }
+    for (int j = 0; j < n; j++) {
+        s[j] = exp(s[j] - mx);
+        z += s[j];
+    }
+    for (int d = 0; d < hd; d++) {
+        out[d] = 0;
+        for (int j = 0; j < n; j++) {
+            out[d] += s[j] / z * v[(size_t)j * hd + d];
+        }
+    }
+    free(s);
+}
+
+/* The engine's decode layout: blocks head-major ([kv_head][block_size][head_dim]), sequences on
+ * random, non-contiguous, interleaved block tables. Every (sequence, head) matches the naive
+ * reference, and the same keys stored token-major give bit-identical output. */
+static void test_kernels_attention_paged_head_major_random_tables(void **state)
+{
+    (void)state;
+    enum { BS = 16, N_SEQ = 5, MAX_BLK = 12, POOL = N_SEQ * MAX_BLK + 7 };
+    const int head_dims[] = { 64, 20 }; /* 20: the scalar tail of the 8-lane loops */
+    for (size_t hi = 0; hi < sizeof(head_dims) / sizeof(head_dims[0]); hi++) {
+        int hd = head_dims[hi], n_kv = 3, kv_dim = n_kv * hd;
+        size_t block_stride = (size_t)BS * (size_t)kv_dim;
+        float *k_head = calloc(POOL * block_stride, sizeof(float)); /* head-major pools */
+        float *v_head = calloc(POOL * block_stride, sizeof(float));
+        float *k_tok = calloc(POOL * block_stride, sizeof(float)); /* token-major pools */
+        float *v_tok = calloc(POOL * block_stride, sizeof(float));
+        float *dense_k = malloc((size_t)MAX_BLK * BS * hd * sizeof(float));
+        float *dense_v = malloc((size_t)MAX_BLK * BS * hd * sizeof(float));
+        float *q = malloc((size_t)hd * sizeof(float)), *out = malloc((size_t)hd * sizeof(float));
+        float *out_tok = malloc((size_t)hd * sizeof(float));
+        float scores[MAX_BLK * BS];
+        double *want = malloc((size_t)hd * sizeof(double));
+        /* a random permutation of the pool, dealt out to the sequences */
+        int32_t perm[POOL];
+        for (int i = 0; i < POOL; i++) {
+            perm[i] = i;
+        }
+        for (int i = POOL - 1; i > 0; i--) {
+            rng_state = rng_state * 1664525u + 1013904223u;
+            int j = (int)((rng_state >> 8) % (uint32_t)(i + 1));
+            int32_t t = perm[i];
+            perm[i] = perm[j];
+            perm[j] = t;
+        }
+        fill(k_head, POOL * block_stride); /* garbage where no sequence writes */
+        fill(v_head, POOL * block_stride);
+        for (int s = 0; s < N_SEQ; s++) {
+            const int32_t *table = perm + s * MAX_BLK;
+            rng_state = rng_state * 1664525u + 1013904223u;
+            int n = 1 + (int)((rng_state >> 8) % (MAX_BLK * BS));
+            for (int h = 0; h < n_kv; h++) {
+                fill(dense_k, (size_t)n * hd);
+                fill(dense_v, (size_t)n * hd);
+                for (int j = 0; j < n; j++) {
+                    size_t blk = (size_t)table[j / BS] * block_stride;
+                    size_t in_head = blk + (size_t)h * BS * hd + (size_t)(j % BS) * hd;
+                    size_t in_tok = blk + (size_t)(j % BS) * kv_dim + (size_t)h * hd;
+                    memcpy(k_head + in_head, dense_k + (size_t)j * hd, (size_t)hd * sizeof(float));
+                    memcpy(v_head + in_head, dense_v + (size_t)j * hd, (size_t)hd * sizeof(float));
+                    memcpy(k_tok + in_tok, dense_k + (size_t)j * hd, (size_t)hd * sizeof(float));
+                    memcpy(v_tok + in_tok, dense_v + (size_t)j * hd, (size_t)hd * sizeof(float));
+                }
+                fill(q, (size_t)hd);
+                kern_cpu_attention_paged_f32(q, k_head, v_head, block_stride, (size_t)h * BS * hd,
+                                             (size_t)hd, hd, table, BS, n, scores, out);
+                kern_cpu_attention_paged_f32(q, k_tok, v_tok, block_stride, (size_t)h * hd,
+                                             (size_t)kv_dim, hd, table, BS, n, scores, out_tok);
+                attention_ref(q, dense_k, dense_v, hd, n, want);
+                for (int d = 0; d < hd; d++) {
+                    assert_true(fabs(out[d] - want[d]) < 1e-5);
+                }
+                assert_memory_equal(out, out_tok, (size_t)hd * sizeof(float));
+            }
+        }
+        free(k_head);
+        free(v_head);
+        free(k_tok);
+        free(v_tok);
+        free(dense_k);
+        free(dense_v);
+        free(q);
+        free(out);
+        free(out_tok);
+        free(want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -226,6 +330,7 @@ int main(void)
         cmocka_unit_test(test_kernels_swiglu_and_softmax),
         cmocka_unit_test(test_kernels_gemv),
         cmocka_unit_test(test_kernels_attention_paged_matches_dense),
+        cmocka_unit_test(test_kernels_attention_paged_head_major_random_tables),
     };
     return cmocka_run_group_tests_name("kernels", tests, NULL, NULL);
 }

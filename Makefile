@@ -68,7 +68,14 @@ CFLAGS_ALL  += -DHAVE_CUDA=1 -I$(CUDA_HOME)/include
 NVCCFLAGS   ?= -O2 -std=c++17 -gencode arch=compute_80,code=sm_80 \
                -gencode arch=compute_90,code=[sm_90,compute_90]
 NVCCFLAGS_ALL := $(NVCCFLAGS) -I. -MMD -MP --compiler-options -Wall,-Wextra
-LDLIBS_ALL  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++
+LDLIBS_ALL  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lcublasLt \
+               -lstdc++
+# NCCL (tensor parallel over GPUs) when its header is found: engine/comm_nccl_cuda.c.
+HAVE_NCCL   := $(if $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h),1,)
+ifneq ($(HAVE_NCCL),)
+CFLAGS_ALL  += -DHAVE_NCCL=1
+LDLIBS_ALL  += -lnccl
+endif
 endif
 
 # Library sources: every module below cli/ and daemon/. CUDA host files are named *cuda*.c.
@@ -79,6 +86,9 @@ LIB_SRCS    := $(filter-out %cuda.c %cuda_%.c,$(LIB_SRCS))
 CU_SRCS     :=
 else
 CU_SRCS     := $(wildcard kernels/cuda/*.cu)
+endif
+ifeq ($(HAVE_NCCL),)
+LIB_SRCS    := $(filter-out %nccl_cuda.c,$(LIB_SRCS))
 endif
 LIB_SRCS    := $(filter-out $(LIB_EXCLUDE),$(LIB_SRCS))
 LIB_OBJS    := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(CU_SRCS:%.cu=$(BUILD)/%.cu.o)

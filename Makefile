@@ -61,7 +61,7 @@ LDFLAGS_ALL := $(SANFLAGS) -fopenmp $(LDFLAGS)
 # threads would compete with the team (engine/backend_cpu.c, bench/RESULTS.md).
 BLAS_DIR    ?= $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/openblas-openmp /usr/lib/aarch64-linux-gnu/openblas-openmp))
 BLAS_LIBS   := $(if $(BLAS_DIR),-L$(BLAS_DIR) -Wl$(comma)-rpath$(comma)$(BLAS_DIR)) -lopenblas
-LDLIBS_ALL  := $(BLAS_LIBS) -ljansson -lyaml -lm -lpthread $(LDLIBS)
+LDLIBS_ALL  := $(BLAS_LIBS) -lhiredis -ljansson -lyaml -lm -lpthread $(LDLIBS)
 
 ifneq ($(HAVE_CUDA),)
 CFLAGS_ALL  += -DHAVE_CUDA=1 -I$(CUDA_HOME)/include
@@ -91,7 +91,7 @@ ifeq ($(HAVE_NCCL),)
 LIB_SRCS    := $(filter-out %nccl_cuda.c,$(LIB_SRCS))
 endif
 LIB_SRCS    := $(filter-out $(LIB_EXCLUDE),$(LIB_SRCS))
-LIB_OBJS    := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(CU_SRCS:%.cu=$(BUILD)/%.cu.o)
+LIB_OBJS    := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(CU_SRCS:%.cu=$(BUILD)/%.cu.o) $(BUILD)/gen/gq_lua.o
 LIB         := $(BUILD)/libjudged.a
 
 CLI_OBJS    := $(patsubst %.c,$(BUILD)/%.o,$(wildcard cli/*.c))
@@ -120,6 +120,16 @@ $(BUILD)/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS_ALL) -c $< -o $@
 
+# The Redis Functions library is embedded in the binaries as one C string.
+$(BUILD)/gen/gq_lua.c: queue/gq_v1.lua
+	@mkdir -p $(dir $@)
+	{ echo '/* generated from queue/gq_v1.lua by the Makefile */'; \
+	  echo 'extern const char gq_lua_source[];'; echo 'const char gq_lua_source[] ='; \
+	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $<; echo ';'; } > $@
+
+$(BUILD)/gen/gq_lua.o: $(BUILD)/gen/gq_lua.c
+	$(CC) $(CFLAGS_ALL) -Wno-overlength-strings -c $< -o $@
+
 $(LIB): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
 	rm -f $@
@@ -131,7 +141,7 @@ $(BINDIR)/judgectl: $(CLI_OBJS) $(LIB)
 
 $(BINDIR)/judged: $(DAEMON_OBJS) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -o $@ $(DAEMON_OBJS) $(LIB) $(LDLIBS_ALL)
+	$(CC) $(LDFLAGS_ALL) -o $@ $(DAEMON_OBJS) $(LIB) $(LDLIBS_ALL) -lmicrohttpd
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)
@@ -171,7 +181,7 @@ bench: $(BENCH_BINS)
 # libFuzzer builds need clang; corpora live in tests/fuzz/corpus/<name>/.
 FUZZ_CC     ?= clang
 FUZZ_FLAGS  := -std=c11 -D_GNU_SOURCE -O1 -g -I. -fopenmp -fsanitize=fuzzer,address,undefined
-FUZZ_LIB_SRCS := $(filter-out %cuda.c %cuda_%.c,$(LIB_SRCS))
+FUZZ_LIB_SRCS := $(filter-out %cuda.c %cuda_%.c queue/%,$(LIB_SRCS))
 fuzz: $(FUZZ_NAMES:%=build/fuzz/fuzz_%)
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB_SRCS)
 	@mkdir -p $(dir $@)

@@ -76,6 +76,10 @@ struct eval_labels;
  * eval_labels_destroy. Thread-safe. */
 int eval_labels_load(const char *path, struct eval_labels **out, char *errstr, size_t errstr_len);
 
+/* The same on `len` bytes in memory; `name` stands for the file in errors. */
+int eval_labels_parse_buf(const char *buf, size_t len, const char *name, struct eval_labels **out,
+                          char *errstr, size_t errstr_len);
+
 /* No-op on NULL. */
 void eval_labels_destroy(struct eval_labels *l);
 
@@ -95,6 +99,10 @@ struct eval_preds;
  * (this project's swap mode) is kept as its reversed judgment. A repeated question_id keeps the
  * last record, as JudgeLM's reorg_answer_file does. Same contract as eval_labels_load. */
 int eval_preds_load(const char *path, struct eval_preds **out, char *errstr, size_t errstr_len);
+
+/* The same on `len` bytes in memory; `name` stands for the file in errors. */
+int eval_preds_parse_buf(const char *buf, size_t len, const char *name, struct eval_preds **out,
+                         char *errstr, size_t errstr_len);
 
 /* No-op on NULL. */
 void eval_preds_destroy(struct eval_preds *p);

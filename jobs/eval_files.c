@@ -171,6 +171,9 @@ static int eval_generic_label(const json_t *obj, const char *where, struct eval_
     return 0;
 }
 
+static int eval_labels_from_records(struct jobs_records recs, struct eval_labels **out,
+                                    char *errstr, size_t errstr_len);
+
 int eval_labels_load(const char *path, struct eval_labels **out, char *errstr, size_t errstr_len)
 {
     struct jobs_records recs;
@@ -178,6 +181,25 @@ int eval_labels_load(const char *path, struct eval_labels **out, char *errstr, s
     if (err) {
         return err;
     }
+    return eval_labels_from_records(recs, out, errstr, errstr_len);
+}
+
+int eval_labels_parse_buf(const char *buf, size_t len, const char *name, struct eval_labels **out,
+                          char *errstr, size_t errstr_len)
+{
+    struct jobs_records recs;
+    int err = jobs_records_parse(buf, len, name, &recs, errstr, errstr_len);
+    if (err) {
+        return err;
+    }
+    return eval_labels_from_records(recs, out, errstr, errstr_len);
+}
+
+/* Takes ownership of recs. */
+static int eval_labels_from_records(struct jobs_records recs, struct eval_labels **out,
+                                    char *errstr, size_t errstr_len)
+{
+    int err = 0;
     struct eval_labels *l = xcalloc(1, sizeof(*l));
     l->t.items = xcalloc(recs.n ? recs.n : 1, sizeof(*l->t.items));
     const json_t *first = recs.n ? recs.items[0].obj : NULL;
@@ -268,6 +290,9 @@ static int eval_pred_text(const json_t *obj, const char *field, const char *wher
     return 0;
 }
 
+static int eval_preds_from_records(struct jobs_records recs, struct eval_preds **out, char *errstr,
+                                   size_t errstr_len);
+
 int eval_preds_load(const char *path, struct eval_preds **out, char *errstr, size_t errstr_len)
 {
     struct jobs_records recs;
@@ -275,6 +300,25 @@ int eval_preds_load(const char *path, struct eval_preds **out, char *errstr, siz
     if (err) {
         return err;
     }
+    return eval_preds_from_records(recs, out, errstr, errstr_len);
+}
+
+int eval_preds_parse_buf(const char *buf, size_t len, const char *name, struct eval_preds **out,
+                         char *errstr, size_t errstr_len)
+{
+    struct jobs_records recs;
+    int err = jobs_records_parse(buf, len, name, &recs, errstr, errstr_len);
+    if (err) {
+        return err;
+    }
+    return eval_preds_from_records(recs, out, errstr, errstr_len);
+}
+
+/* Takes ownership of recs. */
+static int eval_preds_from_records(struct jobs_records recs, struct eval_preds **out, char *errstr,
+                                   size_t errstr_len)
+{
+    int err = 0;
     struct eval_preds *p = xcalloc(1, sizeof(*p));
     p->t.items = xcalloc(recs.n ? recs.n : 1, sizeof(*p->t.items));
     for (size_t i = 0; i < recs.n; i++) {

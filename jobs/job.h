@@ -7,6 +7,7 @@
 #include "engine/sampler.h"
 #include "jobs/judge.h"
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -63,5 +64,10 @@ int job_spec_load(const char *path, struct job_spec **out, char *errstr, size_t 
 
 /* No-op on NULL. */
 void job_spec_destroy(struct job_spec *spec);
+
+/* The spec as the canonical JSON that daemons receive in shard payloads: every field explicit,
+ * model as an absolute directory when it is one here (else the name), no labels or output
+ * paths. job_spec_parse_buf gives back an equal spec. Returns a new reference. Thread-safe. */
+json_t *job_spec_to_json(const struct job_spec *spec);
 
 #endif

@@ -39,6 +39,10 @@ struct jobs_records {
 /* Reads `path`: a JSON array when its first non-blank byte is '[', else JSON Lines. Errors name
  * "path:line:col". Returns 0 or a negative errno with errstr. Free with jobs_records_free. */
 int jobs_records_load(const char *path, struct jobs_records *out, char *errstr, size_t errstr_len);
+
+/* The same on `len` bytes held in memory; `path` names them in errors. */
+int jobs_records_parse(const char *buf, size_t len, const char *path, struct jobs_records *out,
+                       char *errstr, size_t errstr_len);
 void jobs_records_free(struct jobs_records *r);
 
 /* "path:line" for JSONL, "path:[i]" for an array element, into buf. Returns buf. */

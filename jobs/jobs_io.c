@@ -59,6 +59,16 @@ int jobs_records_load(const char *path, struct jobs_records *out, char *errstr, 
     if (err) {
         return err;
     }
+    err = jobs_records_parse(buf, len, path, out, errstr, errstr_len);
+    free(buf);
+    return err;
+}
+
+int jobs_records_parse(const char *buf, size_t len, const char *path, struct jobs_records *out,
+                       char *errstr, size_t errstr_len)
+{
+    memset(out, 0, sizeof(*out));
+    int err = 0;
     out->path = xstrdup(path);
     size_t p = 0;
     while (p < len && (buf[p] == ' ' || buf[p] == '\t' || buf[p] == '\r' || buf[p] == '\n')) {
@@ -77,7 +87,6 @@ int jobs_records_load(const char *path, struct jobs_records *out, char *errstr, 
             out->items[i].obj = json_incref(json_array_get(root, i));
         }
         json_decref(root);
-        free(buf);
         return 0;
     }
     size_t cap = 64, line = 0;
@@ -110,10 +119,8 @@ int jobs_records_load(const char *path, struct jobs_records *out, char *errstr, 
         }
         start = end + 1;
     }
-    free(buf);
     return 0;
 fail:
-    free(buf);
     jobs_records_free(out);
     return err;
 }

@@ -228,6 +228,13 @@ struct judge_job;
 int judge_job_create(const struct job_spec *spec, const struct tok *t, struct judge_job **out,
                      char *errstr, size_t errstr_len);
 
+/* The same over samples already loaded (a shard of a sweep, see judge_shard_parse): takes
+ * ownership of samples[0..n-1] (freed by judge_job_destroy, also on failure). Each sample's
+ * seed is spec seed + its i_record, so a sample judges the same in any shard. No labels. */
+int judge_job_create_samples(const struct job_spec *spec, const struct tok *t,
+                             struct judge_sample *samples, size_t n, struct judge_job **out,
+                             char *errstr, size_t errstr_len);
+
 /* Frees the job. No-op on NULL. */
 void judge_job_destroy(struct judge_job *job);
 
@@ -253,6 +260,13 @@ int judge_job_complete(struct judge_job *job, size_t i, const char *text, size_t
  * Returns 0, -EINVAL for i out of range. Not thread-safe on one job. */
 int judge_job_complete_error(struct judge_job *job, size_t i, const char *reason);
 
+/* Whether every request of sample i_sample is complete. */
+bool judge_job_sample_done(const struct judge_job *job, size_t i_sample);
+
+/* The output record of a complete sample, as judge_job_finish writes it (no newline), or NULL
+ * when the sample is not complete. Caller owns the result (free). */
+char *judge_job_sample_record(const struct judge_job *job, size_t i_sample, size_t *len);
+
 /* Writes the dry-run file: one JSON object per request, in request order, with question_id,
  * order ("original" or "swapped") and prompt. Returns 0 or -EIO. */
 int judge_job_write_prompts(const struct judge_job *job, FILE *f);
@@ -269,6 +283,33 @@ int judge_job_write_prompts(const struct judge_job *job, FILE *f);
  * *summary may be NULL. Not thread-safe on one job. */
 int judge_job_finish(struct judge_job *job, const char *output_path, struct judge_summary *summary,
                      char *errstr, size_t errstr_len);
+
+/* ---- sweeps: shard payloads and results (judge_shard.c, docs/PROTOCOL.md) ---------------------
+ */
+
+/* A shard payload: {"v": 1, "kind": "judge", "spec": spec_json, "samples": [{"i": position in
+ * the input, "question_id", "question", "answers": [...], "reference": text or null, "record":
+ * the input record}]}, compact JSON with ASCII escapes. Caller owns the result (free). */
+char *judge_shard_payload(const json_t *spec_json, const struct judge_sample *samples, size_t n,
+                          size_t *len);
+
+/* Parses and validates a shard payload (`name` prefixes errors): the spec through
+ * job_spec_parse_buf, every sample's fields. Returns 0, or -EINVAL with errstr. Caller owns
+ * *spec (job_spec_destroy) and *samples (judge_samples_free, or judge_job_create_samples). */
+int judge_shard_parse(const char *buf, size_t len, const char *name, struct job_spec **spec,
+                      struct judge_sample **samples, size_t *n, char *errstr, size_t errstr_len);
+
+/* Merges shard results (each a blob of "<question_id>\t<output record>\n" lines; names[i]
+ * labels blob i in errors) into one output file sorted by question_id, exactly as
+ * judge_job_finish writes it. A question_id seen twice is an error. Returns 0, -EINVAL, -EIO. */
+int judge_results_merge(const char *const *blobs, const size_t *lens, const char *const *names,
+                        size_t n_blobs, FILE *f, size_t *n_records, char *errstr,
+                        size_t errstr_len);
+
+/* Metrics of merged output records (JSONL) against a labels file's content (any format
+ * eval_labels_load reads), as `judgectl metrics --pred --labels` computes them. */
+int judge_results_metrics(const char *records, size_t len, const char *labels, size_t labels_len,
+                          struct eval_metrics *m, char *errstr, size_t errstr_len);
 
 /* The 22-character id of one judgment (shortuuid's alphabet), a function of the job seed, the
  * question_id and the order, so reruns give identical files. out holds JUDGE_PRED_ID_LEN + 1

@@ -123,6 +123,8 @@ int judge_job_n_scores(const struct judge_job *job)
     return job->spec->mode == JUDGE_MODE_MULTI ? job->spec->n_answers : 2;
 }
 
+static int judge_job_build(struct judge_job *job, char *errstr, size_t errstr_len);
+
 int judge_job_create(const struct job_spec *spec, const struct tok *t, struct judge_job **out,
                      char *errstr, size_t errstr_len)
 {
@@ -137,6 +139,40 @@ int judge_job_create(const struct job_spec *spec, const struct tok *t, struct ju
         (err = eval_labels_load(spec->labels, &job->labels, errstr, errstr_len)) != 0) {
         goto fail;
     }
+    if ((err = judge_job_build(job, errstr, errstr_len)) != 0) {
+        goto fail;
+    }
+    *out = job;
+    return 0;
+fail:
+    judge_job_destroy(job);
+    return err;
+}
+
+int judge_job_create_samples(const struct job_spec *spec, const struct tok *t,
+                             struct judge_sample *samples, size_t n, struct judge_job **out,
+                             char *errstr, size_t errstr_len)
+{
+    struct judge_job *job = xcalloc(1, sizeof(*job));
+    job->spec = spec;
+    job->tok = t;
+    job->samples = samples;
+    job->n_samples = n;
+    int err = judge_job_build(job, errstr, errstr_len);
+    if (err) {
+        judge_job_destroy(job);
+        return err;
+    }
+    *out = job;
+    return 0;
+}
+
+/* Renders and tokenizes one request per sample and order. */
+static int judge_job_build(struct judge_job *job, char *errstr, size_t errstr_len)
+{
+    const struct job_spec *spec = job->spec;
+    const struct tok *t = job->tok;
+    int err = 0;
     job->n_orders = spec->swap == JUDGE_SWAP_BOTH ? 2 : 1;
     job->n_requests = job->n_samples * (size_t)job->n_orders;
     job->requests = xcalloc(job->n_requests ? job->n_requests : 1, sizeof(*job->requests));
@@ -147,7 +183,7 @@ int judge_job_create(const struct job_spec *spec, const struct tok *t, struct ju
         r->i_sample = i / (size_t)job->n_orders;
         r->question_id = s->question_id;
         r->order = (enum judge_order)(i % (size_t)job->n_orders);
-        uint64_t seed = spec->seed + (uint64_t)r->i_sample;
+        uint64_t seed = spec->seed + (uint64_t)s->i_record; /* position in the whole input */
         struct judge_prompt_input in = {
             .question = s->question,
             .reference = spec->reference != JUDGE_REFERENCE_NONE ? s->reference : NULL,
@@ -178,10 +214,8 @@ int judge_job_create(const struct job_spec *spec, const struct tok *t, struct ju
         r->stop = spec->output == JUDGE_OUTPUT_FAST ? "\n" : NULL;
         r->n_logprobs = JUDGE_MAX_TOP;
     }
-    *out = job;
     return 0;
 fail:
-    judge_job_destroy(job);
     return err;
 }
 

@@ -126,24 +126,48 @@ static size_t *judge_sorted_samples(const struct judge_job *job)
     return order;
 }
 
+bool judge_job_sample_done(const struct judge_job *job, size_t i_sample)
+{
+    if (i_sample >= job->n_samples) {
+        return false;
+    }
+    for (int k = 0; k < job->n_orders; k++) {
+        if (!job->results[i_sample * (size_t)job->n_orders + (size_t)k].done) {
+            return false;
+        }
+    }
+    return true;
+}
+
+char *judge_job_sample_record(const struct judge_job *job, size_t i_sample, size_t *len)
+{
+    if (!judge_job_sample_done(job, i_sample)) {
+        return NULL;
+    }
+    const struct judge_sample *s = &job->samples[i_sample];
+    size_t base = i_sample * (size_t)job->n_orders;
+    json_t *rec = json_copy(s->record);
+    if (job->spec->reference != JUDGE_REFERENCE_NONE && s->reference) {
+        json_object_set_new(rec, "reference", json_string(s->reference));
+    }
+    judge_result_fields(job, rec, &job->requests[base], &job->results[base], "");
+    if (job->n_orders == 2) {
+        judge_result_fields(job, rec, &job->requests[base + 1], &job->results[base + 1],
+                            "_swapped");
+    }
+    char *line = jobs_json_dumps_python(rec, len);
+    json_decref(rec);
+    return line;
+}
+
 static int judge_write_records(const struct judge_job *job, const size_t *order, FILE *f)
 {
-    const struct job_spec *spec = job->spec;
     for (size_t i = 0; i < job->n_samples; i++) {
-        const struct judge_sample *s = &job->samples[order[i]];
-        size_t base = order[i] * (size_t)job->n_orders;
-        json_t *rec = json_copy(s->record);
-        if (spec->reference != JUDGE_REFERENCE_NONE && s->reference) {
-            json_object_set_new(rec, "reference", json_string(s->reference));
-        }
-        judge_result_fields(job, rec, &job->requests[base], &job->results[base], "");
-        if (job->n_orders == 2) {
-            judge_result_fields(job, rec, &job->requests[base + 1], &job->results[base + 1],
-                                "_swapped");
-        }
         size_t len;
-        char *line = jobs_json_dumps_python(rec, &len);
-        json_decref(rec);
+        char *line = judge_job_sample_record(job, order[i], &len);
+        if (!line) {
+            return -EINVAL;
+        }
         bool ok = fwrite(line, 1, len, f) == len && fputc('\n', f) != EOF;
         free(line);
         if (!ok) {

@@ -1,11 +1,13 @@
 /* attn_bench.c - batched-decode attention alone: one decode step's attention for S sequences,
- * each over its own context on its own random, non-contiguous blocks, through every layer, the
- * way engine/backend_cpu.c runs it (one task per (sequence, head) on an OpenMP team). The K/V of
- * the whole step is far larger than the L3, so it streams from DRAM.
+ * each over its own context on its own random, non-contiguous blocks, through every layer, on an
+ * OpenMP team as engine/backend_cpu.c runs it. The K/V of the whole step is far larger than the
+ * L3, so it streams from DRAM.
  *
- * The same pool is read with two block layouts, in the same run:
- *   token-major: a block is [block_size][kv_dim], one head's key every kv_dim floats;
- *   head-major:  a block is [kv_head][block_size][head_dim], one head's keys contiguous.
+ * Four variants read the same pool in the same run:
+ *   block layout token-major ([block_size][kv_dim], one head's key every kv_dim floats, what the
+ *   engine stores) or head-major ([kv_head][block_size][head_dim], one head's keys contiguous);
+ *   a task per (sequence, head), the engine's walk before this benchmark, or a task per sequence
+ *   (all its heads block by block, each block read in one run, the engine's walk now).
  * The peer is a plain sequential read of the same pools on the same threads. Each figure is the
  * median over the steps: milliseconds per step and per decode token, and K/V GB/s.
  *
@@ -40,24 +42,33 @@ static uint32_t lcg(uint32_t *s)
     return *s >> 8;
 }
 
-/* One step: every layer, every (sequence, head). token_major picks the strides. */
+/* One step: every layer, every sequence, its heads split into tasks of heads_per_task. */
 static void attn_step(const struct attn_shape *sh, float *const *k_pools, float *const *v_pools,
                       const int32_t *tables, const float *q, float *scores, float *out,
-                      bool token_major)
+                      bool token_major, int heads_per_task)
 {
-    int hd = sh->head_dim, bs = sh->block_size, n_tasks = sh->n_seqs * sh->n_kv_heads;
+    int hd = sh->head_dim, bs = sh->block_size;
+    int tasks_per_seq = (sh->n_kv_heads + heads_per_task - 1) / heads_per_task;
+    int n_tasks = sh->n_seqs * tasks_per_seq;
     size_t kv_dim = (size_t)sh->n_kv_heads * (size_t)hd;
-    size_t block_stride = (size_t)bs * kv_dim;
     for (int l = 0; l < sh->n_layers; l++) {
+        struct kern_kv_layout kv = {
+            .k = k_pools[l],
+            .v = v_pools[l],
+            .block_stride = (size_t)bs * kv_dim,
+            .head_stride = token_major ? (size_t)hd : (size_t)bs * hd,
+            .token_stride = token_major ? kv_dim : (size_t)hd,
+            .block_size = bs,
+            .head_dim = hd,
+        };
 #pragma omp parallel for schedule(dynamic, 1) num_threads(sh->n_threads)
         for (int i = 0; i < n_tasks; i++) {
-            int s = i / sh->n_kv_heads, h = i % sh->n_kv_heads;
-            size_t head_off = token_major ? (size_t)h * hd : (size_t)h * bs * hd;
-            size_t token_stride = token_major ? kv_dim : (size_t)hd;
+            int s = i / tasks_per_seq, h0 = i % tasks_per_seq * heads_per_task;
+            int h1 = h0 + heads_per_task < sh->n_kv_heads ? h0 + heads_per_task : sh->n_kv_heads;
             kern_cpu_attention_paged_f32(
-                q + (size_t)i * hd, k_pools[l], v_pools[l], block_stride, head_off, token_stride,
-                hd, tables + (size_t)s * sh->n_blocks_seq, bs, sh->n_ctx,
-                scores + (size_t)omp_get_thread_num() * sh->n_ctx, out + (size_t)i * hd);
+                &kv, tables + (size_t)s * sh->n_blocks_seq, sh->n_ctx, q + (size_t)s * kv_dim, h0,
+                h1, 1, scores + (size_t)omp_get_thread_num() * sh->n_kv_heads * sh->n_ctx,
+                out + (size_t)s * kv_dim);
         }
     }
 }
@@ -160,34 +171,44 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < n_q; i++) {
         q[i] = (float)(lcg(&seed) & 0xffff) / 32768.0f - 1.0f;
     }
-    float *scores = malloc((size_t)sh.n_threads * (size_t)sh.n_ctx * sizeof(float));
+    float *scores =
+        malloc((size_t)sh.n_threads * (size_t)sh.n_kv_heads * (size_t)sh.n_ctx * sizeof(float));
     double kv_bytes = 2.0 * sh.n_layers * sh.n_seqs * (double)sh.n_ctx * (double)kv_dim * 4.0;
     double pool_bytes = 2.0 * sh.n_layers * (double)pool_floats * 4.0;
 
-    /* interleave the three so that a noisy neighbour hits all of them alike */
-    double *t_tok = malloc((size_t)sh.n_steps * sizeof(double));
-    double *t_head = malloc((size_t)sh.n_steps * sizeof(double));
+    /* the variants interleaved, so that a noisy neighbour hits all of them alike */
+    enum { N_VAR = 4 };
+    static const struct {
+        const char *name;
+        bool token_major;
+        int all_heads;
+    } var[N_VAR] = {
+        { "token-major, a task per (sequence, head)", true, 0 },
+        { "head-major,  a task per (sequence, head)", false, 0 },
+        { "token-major, a task per sequence        ", true, 1 },
+        { "head-major,  a task per sequence        ", false, 1 },
+    };
+    double *t_var[N_VAR];
     double *t_read = malloc((size_t)sh.n_steps * sizeof(double));
     double sink = 0;
-    attn_step(&sh, k_pools, v_pools, tables, q, scores, out, true); /* warm-up */
-    attn_step(&sh, k_pools, v_pools, tables, q, scores, out, false);
+    for (int v = 0; v < N_VAR; v++) {
+        t_var[v] = malloc((size_t)sh.n_steps * sizeof(double));
+        attn_step(&sh, k_pools, v_pools, tables, q, scores, out, var[v].token_major,
+                  var[v].all_heads ? sh.n_kv_heads : 1); /* warm-up */
+    }
     for (int st = 0; st < sh.n_steps; st++) {
+        for (int v = 0; v < N_VAR; v++) {
+            double t0 = now_s();
+            attn_step(&sh, k_pools, v_pools, tables, q, scores, out, var[v].token_major,
+                      var[v].all_heads ? sh.n_kv_heads : 1);
+            t_var[v][st] = now_s() - t0;
+            sink += out[0];
+        }
         double t0 = now_s();
-        attn_step(&sh, k_pools, v_pools, tables, q, scores, out, true);
-        t_tok[st] = now_s() - t0;
-        sink += out[0];
-        t0 = now_s();
-        attn_step(&sh, k_pools, v_pools, tables, q, scores, out, false);
-        t_head[st] = now_s() - t0;
-        sink += out[0];
-        t0 = now_s();
         sink += read_pools(&sh, k_pools, v_pools, pool_floats);
         t_read[st] = now_s() - t0;
     }
-    qsort(t_tok, (size_t)sh.n_steps, sizeof(double), cmp_double);
-    qsort(t_head, (size_t)sh.n_steps, sizeof(double), cmp_double);
     qsort(t_read, (size_t)sh.n_steps, sizeof(double), cmp_double);
-    double tok = t_tok[sh.n_steps / 2], head = t_head[sh.n_steps / 2];
     double rd = t_read[sh.n_steps / 2];
     printf("shape: %d sequences x %d tokens of context (distinct, shuffled blocks of %d), %d "
            "layers, %d heads x %d, %d threads, median of %d steps\n",
@@ -195,12 +216,15 @@ int main(int argc, char **argv)
            sh.n_threads, sh.n_steps);
     printf("K/V per step: %.0f MB\n", kv_bytes / 1e6);
     printf("sequential read of the pools: %.1f GB/s\n", pool_bytes / rd * 1e-9);
-    printf("token-major: %.1f ms/step, %.2f ms per decode token, %.1f GB/s\n", tok * 1e3,
-           tok * 1e3 / sh.n_seqs, kv_bytes / tok * 1e-9);
-    printf("head-major:  %.1f ms/step, %.2f ms per decode token, %.1f GB/s\n", head * 1e3,
-           head * 1e3 / sh.n_seqs, kv_bytes / head * 1e-9);
-    printf("token_major_vs_read: %.2f\nhead_major_vs_read: %.2f\nhead_vs_token: %.2f\n",
-           (kv_bytes / tok) / (pool_bytes / rd), (kv_bytes / head) / (pool_bytes / rd), tok / head);
+    double t_med[N_VAR];
+    for (int v = 0; v < N_VAR; v++) {
+        qsort(t_var[v], (size_t)sh.n_steps, sizeof(double), cmp_double);
+        t_med[v] = t_var[v][sh.n_steps / 2];
+        printf("%s: %6.1f ms/step, %.2f ms per decode token, %5.1f GB/s = %.2f of the read\n",
+               var[v].name, t_med[v] * 1e3, t_med[v] * 1e3 / sh.n_seqs, kv_bytes / t_med[v] * 1e-9,
+               (kv_bytes / t_med[v]) / (pool_bytes / rd));
+    }
+    printf("head_major_per_seq_vs_token_major_per_head: %.2f\n", t_med[0] / t_med[3]);
     if (sink == 42.0) {
         printf("#\n"); /* keep the results alive */
     }
@@ -214,8 +238,9 @@ int main(int argc, char **argv)
     free(q);
     free(out);
     free(scores);
-    free(t_tok);
-    free(t_head);
+    for (int v = 0; v < N_VAR; v++) {
+        free(t_var[v]);
+    }
     free(t_read);
     return 0;
 }

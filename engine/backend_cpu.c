@@ -70,7 +70,8 @@ struct cpu_ctx {
     float *gate;   /* [T, n_ff] */
     float *up;     /* [T, n_ff] */
     float *xo;     /* [n_out, dim] */
-    float *scores; /* [n_threads, max_ctx] per-token attention */
+    float *scores; /* [n_threads, n_heads * max_ctx] short-run attention, one token's heads */
+    size_t scores_stride; /* n_heads * max_ctx */
     /* prefill attention by GEMM, per thread: a sequence's keys and values of one KV head gathered
      * out of their blocks, and the scores of one tile of queries */
     float *gather_k;      /* [n_threads, max_ctx, head_dim] */
@@ -232,7 +233,8 @@ static int cpu_init(const struct engine_config *cfg, const struct engine_weight_
     c->gate = cpu_alloc(T * (size_t)m->n_ff, &ok);
     c->up = cpu_alloc(T * (size_t)m->n_ff, &ok);
     c->xo = cpu_alloc((size_t)cfg->max_outputs * (size_t)m->dim, &ok);
-    c->scores = cpu_alloc((size_t)c->n_threads * (size_t)cfg->max_ctx, &ok);
+    c->scores_stride = (size_t)m->n_heads * (size_t)cfg->max_ctx;
+    c->scores = cpu_alloc((size_t)c->n_threads * c->scores_stride, &ok);
     size_t gather = (size_t)c->n_threads * (size_t)cfg->max_ctx * (size_t)m->head_dim;
     c->gather_k = cpu_alloc(gather, &ok);
     c->gather_v = cpu_alloc(gather, &ok);
@@ -342,6 +344,7 @@ struct cpu_rows_args {
     float *in;
     float *out;
     int layer;
+    int32_t heads_per_task; /* query heads per short-run attention task */
 };
 
 static void cpu_rmsnorm_task(void *ctx, size_t i, int thread)
@@ -376,24 +379,27 @@ static void cpu_rope_store_task(void *ctx, size_t i, int thread)
            (size_t)c->kv_dim * sizeof(float));
 }
 
-/* One (token, head) pair: i = token * n_heads + head. */
-static void cpu_attention_task(void *ctx, size_t i, int thread)
+/* Query heads h0 .. h1-1 of batch row t over its sequence's cached keys and values. */
+static void cpu_attention_row(const struct cpu_rows_args *a, size_t t, int32_t h0, int32_t h1,
+                              int thread)
 {
-    const struct cpu_rows_args *a = ctx;
     struct cpu_ctx *c = a->c;
     const struct engine_batch *b = a->b;
     const struct model_config *m = &c->mc;
-    size_t t = i / (size_t)m->n_heads;
-    int32_t h = (int32_t)(i % (size_t)m->n_heads);
-    int32_t kv_head = h / (m->n_heads / m->n_kv_heads);
     const struct cpu_layer *L = &c->layers[a->layer];
-    size_t block_stride = (size_t)c->cfg.kv_block_size * (size_t)c->kv_dim;
-    kern_cpu_attention_paged_f32(c->q + t * (size_t)c->q_dim + (size_t)h * m->head_dim, L->k_cache,
-                                 L->v_cache, block_stride, (size_t)kv_head * (size_t)m->head_dim,
-                                 (size_t)c->kv_dim, m->head_dim, b->block_tables[b->seq[t]],
-                                 c->cfg.kv_block_size, b->pos[t] + 1,
-                                 c->scores + (size_t)thread * c->cfg.max_ctx,
-                                 c->att + t * (size_t)c->q_dim + (size_t)h * m->head_dim);
+    struct kern_kv_layout kv = {
+        .k = L->k_cache,
+        .v = L->v_cache,
+        .block_stride = (size_t)c->cfg.kv_block_size * (size_t)c->kv_dim,
+        .head_stride = (size_t)m->head_dim,
+        .token_stride = (size_t)c->kv_dim,
+        .block_size = c->cfg.kv_block_size,
+        .head_dim = m->head_dim,
+    };
+    kern_cpu_attention_paged_f32(&kv, b->block_tables[b->seq[t]], b->pos[t] + 1,
+                                 c->q + t * (size_t)c->q_dim, h0, h1, m->n_heads / m->n_kv_heads,
+                                 c->scores + (size_t)thread * c->scores_stride,
+                                 c->att + t * (size_t)c->q_dim);
 }
 
 /* Splits the batch into runs of one sequence at consecutive positions. */
@@ -472,20 +478,40 @@ static void cpu_attention_gemm_task(void *ctx, size_t i, int thread)
     }
 }
 
-/* One (token, head) pair of a short run: i indexes the short runs' tokens times n_heads. */
+/* Query heads per attention task of the short runs. A task walks its sequence's blocks once
+ * for all its heads, reading each block's rows of those heads in one run, so whole tokens make
+ * the best tasks; with fewer tokens than a few per thread their heads are split, at KV-head
+ * boundaries, so that every thread has work (batch-1 decode). */
+static int32_t cpu_attention_heads_per_task(const struct cpu_ctx *c, size_t n_tokens)
+{
+    int32_t n_kv = c->mc.n_kv_heads;
+    size_t want = 4 * (size_t)c->n_threads;
+    size_t splits = n_tokens == 0 || n_tokens >= want ? 1 : (want + n_tokens - 1) / n_tokens;
+    if (splits > (size_t)n_kv) {
+        splits = (size_t)n_kv;
+    }
+    int32_t kv_per_task = (n_kv + (int32_t)splits - 1) / (int32_t)splits;
+    return kv_per_task * (c->mc.n_heads / n_kv);
+}
+
+/* One task of the short runs: i = token among the short runs' tokens * splits + split, where a
+ * split is heads_per_task query heads. */
 static void cpu_attention_short_task(void *ctx, size_t i, int thread)
 {
     const struct cpu_rows_args *a = ctx;
     struct cpu_ctx *c = a->c;
-    size_t n_heads = (size_t)c->mc.n_heads;
-    size_t k = i / n_heads;
+    int32_t n_heads = c->mc.n_heads, per = a->heads_per_task;
+    size_t splits = (size_t)((n_heads + per - 1) / per);
+    size_t k = i / splits;
+    int32_t h0 = (int32_t)(i % splits) * per;
+    int32_t h1 = h0 + per < n_heads ? h0 + per : n_heads;
     for (int32_t r = 0; r < c->n_runs; r++) {
         const struct cpu_run *run = &c->runs[r];
         if (run->len >= CPU_ATTN_GEMM_MIN) {
             continue;
         }
         if (k < (size_t)run->len) {
-            cpu_attention_task(ctx, ((size_t)run->row + k) * n_heads + i % n_heads, thread);
+            cpu_attention_row(a, (size_t)run->row + k, h0, h1, thread);
             return;
         }
         k -= (size_t)run->len;
@@ -520,6 +546,8 @@ static int cpu_forward(void *ctx_, const struct engine_batch *b, float *logits)
             n_short_tokens += (size_t)c->runs[r].len;
         }
     }
+    a.heads_per_task = cpu_attention_heads_per_task(c, n_short_tokens);
+    size_t n_short_splits = (size_t)((m->n_heads + a.heads_per_task - 1) / a.heads_per_task);
     for (int32_t l = 0; l < m->n_layers; l++) {
         const struct cpu_layer *L = &c->layers[l];
         a.layer = l;
@@ -533,7 +561,7 @@ static int cpu_forward(void *ctx_, const struct engine_batch *b, float *logits)
         cpu_matmuls(c, c->xb, T, m->dim, qkv, 3, 0.0f);
         cpu_parallel(c, (size_t)T, CPU_ROWS_MIN_PARALLEL, cpu_rope_store_task, &a);
         cpu_parallel(c, n_gemm_tasks, 2, cpu_attention_gemm_task, &a);
-        cpu_parallel(c, n_short_tokens * (size_t)m->n_heads, 2, cpu_attention_short_task, &a);
+        cpu_parallel(c, n_short_tokens * n_short_splits, 2, cpu_attention_short_task, &a);
         cpu_matmul(c, c->att, L->wo, c->x, T, c->q_dim, m->dim, 1.0f); /* residual add */
         a.norm = L->ffn_norm;
         cpu_parallel(c, (size_t)T, CPU_ROWS_MIN_PARALLEL, cpu_rmsnorm_task, &a);

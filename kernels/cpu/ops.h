@@ -31,24 +31,34 @@ void kern_cpu_swiglu_f32(const float *gate, const float *up, float *out, size_t 
 /* In-place softmax over x[0..n). */
 void kern_cpu_softmax_f32(float *x, int32_t n);
 
-/* Causal attention of one query head over a paged KV cache.
- *   q            [head_dim] the (rotated) query
- *   k_pool       keys of one layer, one block every `block_stride` floats; v_pool likewise
- *   head_off     where this head's first key sits within a block
- *   token_stride floats from one key of this head to the next within a block: head_dim when the
- *                block is head-major ([kv_head][block_size][head_dim], one head's keys in one
- *                contiguous run), kv_dim when it is token-major ([block_size][kv_dim])
- *   blocks       the sequence's block table: position j lives in block blocks[j / block_size],
- *                its key at k_pool + blocks[j / bs] * block_stride + head_off
- *                + (j % bs) * token_stride
- *   n_ctx        attend to positions 0 .. n_ctx-1
- *   scores       scratch [n_ctx]
- *   out          [head_dim]
- * Scale 1/sqrt(head_dim). The arithmetic does not depend on the strides. */
-void kern_cpu_attention_paged_f32(const float *q, const float *k_pool, const float *v_pool,
-                                  size_t block_stride, size_t head_off, size_t token_stride,
-                                  int32_t head_dim, const int32_t *blocks, int32_t block_size,
-                                  int32_t n_ctx, float *scores, float *out);
+/* One layer's paged KV cache: a pool of blocks of block_size positions each. Key element d of KV
+ * head h at position j of a sequence whose block table is `blocks` sits at
+ *   k[blocks[j / block_size] * block_stride + h * head_stride + (j % block_size) * token_stride
+ *     + d],
+ * the value likewise in v. Head-major blocks ([n_kv_heads][block_size][head_dim], one head's
+ * keys in one contiguous run) have head_stride block_size * head_dim and token_stride head_dim;
+ * token-major ones ([block_size][n_kv_heads * head_dim]) head_stride head_dim and token_stride
+ * n_kv_heads * head_dim. Plain data. */
+struct kern_kv_layout {
+    const float *k;
+    const float *v;
+    size_t block_stride, head_stride, token_stride;
+    int32_t block_size, head_dim;
+};
+
+/* Causal attention of query heads h0 .. h1-1 of one token over positions 0 .. n_ctx-1 of a
+ * sequence, scale 1/sqrt(head_dim). Query head h reads KV head h / group (grouped-query
+ * attention; group 1 for multi-head).
+ *   q       [n_heads, head_dim] the token's rotated queries (only heads h0 .. h1-1 are read)
+ *   blocks  the sequence's block table, at least ceil(n_ctx / block_size) entries
+ *   scores  scratch [h1 - h0, n_ctx]
+ *   out     [n_heads, head_dim]; heads h0 .. h1-1 are written
+ * The keys are walked block by block, each block's keys of all the heads at once, so a block is
+ * read in one run. Each (token, head) result is computed in a fixed order that depends neither
+ * on the layout's strides nor on h0, h1 or the other heads. */
+void kern_cpu_attention_paged_f32(const struct kern_kv_layout *kv, const int32_t *blocks,
+                                  int32_t n_ctx, const float *q, int32_t h0, int32_t h1,
+                                  int32_t group, float *scores, float *out);
 
 #ifdef __cplusplus
 }

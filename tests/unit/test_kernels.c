@@ -179,8 +179,8 @@ static void test_kernels_attention_paged_matches_dense(void **state)
     const int32_t blocks[NB] = { 7, 2, 11, 0, 5, 9, 3, 12, 1 };
     float *k_pool = calloc(13 * BS * STRIDE, sizeof(float));
     float *v_pool = calloc(13 * BS * STRIDE, sizeof(float));
-    float q[HD], out[HD], scores[NB * BS];
-    fill(q, HD);
+    float q[STRIDE], out[STRIDE], scores[NB * BS];
+    fill(q, STRIDE);
     float dense_k[NB * BS][HD], dense_v[NB * BS][HD];
     for (int j = 0; j < NB * BS; j++) {
         fill(dense_k[j], HD);
@@ -189,16 +189,16 @@ static void test_kernels_attention_paged_matches_dense(void **state)
         memcpy(k_pool + row * STRIDE + HD, dense_k[j], sizeof(dense_k[j])); /* kv head 1 */
         memcpy(v_pool + row * STRIDE + HD, dense_v[j], sizeof(dense_v[j]));
     }
+    const struct kern_kv_layout kv = { k_pool, v_pool, BS * STRIDE, HD, STRIDE, BS, HD };
     const int ctx[] = { 1, 5, 16, 17, 100, NB * BS };
     for (size_t c = 0; c < sizeof(ctx) / sizeof(ctx[0]); c++) {
         int n = ctx[c];
-        kern_cpu_attention_paged_f32(q, k_pool, v_pool, (size_t)BS * STRIDE, HD, STRIDE, HD, blocks,
-                                     BS, n, scores, out);
+        kern_cpu_attention_paged_f32(&kv, blocks, n, q, 1, 2, 1, scores, out); /* head 1 only */
         double s[NB * BS], mx = -1e30, z = 0;
         for (int j = 0; j < n; j++) {
             s[j] = 0;
             for (int d = 0; d < HD; d++) {
-                s[j] += (double)q[d] * dense_k[j][d];
+                s[j] += (double)q[HD + d] * dense_k[j][d];
             }
             s[j] /= sqrt((double)HD);
             mx = s[j] > mx ? s[j] : mx;
@@ -212,7 +212,7 @@ static void test_kernels_attention_paged_matches_dense(void **state)
             for (int j = 0; j < n; j++) {
                 want += s[j] / z * dense_v[j][d];
             }
-            assert_true(fabs(out[d] - want) < 1e-5);
+            assert_true(fabs(out[HD + d] - want) < 1e-5);
         }
     }
     free(k_pool);
@@ -245,26 +245,37 @@ static void attention_ref(const float *q, const float *k, const float *v, int hd
     free(s);
 }
 
-/* The engine's decode layout: blocks head-major ([kv_head][block_size][head_dim]), sequences on
- * random, non-contiguous, interleaved block tables. Every (sequence, head) matches the naive
- * reference, and the same keys stored token-major give bit-identical output. */
-static void test_kernels_attention_paged_head_major_random_tables(void **state)
+/* Decode attention of whole tokens (all query heads, grouped-query: 6 query heads on 3 KV heads)
+ * on random, non-contiguous, interleaved block tables, against the naive reference per head; and
+ * bit-identical output whatever the head range of the call (all heads, one KV group, one head)
+ * and whether the blocks are token-major or head-major. */
+static void test_kernels_attention_paged_random_tables(void **state)
 {
     (void)state;
-    enum { BS = 16, N_SEQ = 5, MAX_BLK = 12, POOL = N_SEQ * MAX_BLK + 7 };
-    const int head_dims[] = { 64, 20 }; /* 20: the scalar tail of the 8-lane loops */
+    enum { BS = 16, N_SEQ = 5, MAX_BLK = 12, POOL = N_SEQ * MAX_BLK + 7, N_KV = 3, GROUP = 2 };
+    enum { N_HEADS = N_KV * GROUP };
+    const int head_dims[] = { 64, 20 }; /* 20: the scalar tails of the 8-lane loops */
     for (size_t hi = 0; hi < sizeof(head_dims) / sizeof(head_dims[0]); hi++) {
-        int hd = head_dims[hi], n_kv = 3, kv_dim = n_kv * hd;
-        size_t block_stride = (size_t)BS * (size_t)kv_dim;
-        float *k_head = calloc(POOL * block_stride, sizeof(float)); /* head-major pools */
-        float *v_head = calloc(POOL * block_stride, sizeof(float));
-        float *k_tok = calloc(POOL * block_stride, sizeof(float)); /* token-major pools */
-        float *v_tok = calloc(POOL * block_stride, sizeof(float));
-        float *dense_k = malloc((size_t)MAX_BLK * BS * hd * sizeof(float));
-        float *dense_v = malloc((size_t)MAX_BLK * BS * hd * sizeof(float));
-        float *q = malloc((size_t)hd * sizeof(float)), *out = malloc((size_t)hd * sizeof(float));
-        float *out_tok = malloc((size_t)hd * sizeof(float));
-        float scores[MAX_BLK * BS];
+        int hd = head_dims[hi], kv_dim = N_KV * hd;
+        size_t block_stride = (size_t)BS * (size_t)kv_dim, pool = POOL * block_stride;
+        float *k_tok = malloc(pool * sizeof(float)), *v_tok = malloc(pool * sizeof(float));
+        float *k_head = malloc(pool * sizeof(float)), *v_head = malloc(pool * sizeof(float));
+        fill(k_tok, pool); /* garbage where no sequence writes */
+        fill(v_tok, pool);
+        memcpy(k_head, k_tok, pool * sizeof(float));
+        memcpy(v_head, v_tok, pool * sizeof(float));
+        const struct kern_kv_layout tok = { k_tok, v_tok, block_stride, (size_t)hd, (size_t)kv_dim,
+                                            BS,    hd };
+        const struct kern_kv_layout head = {
+            k_head, v_head, block_stride, (size_t)BS * hd, (size_t)hd, BS, hd
+        };
+        size_t dense_n = (size_t)N_KV * MAX_BLK * BS * hd;
+        float *dense_k = malloc(dense_n * sizeof(float)); /* [kv_head][position][hd] */
+        float *dense_v = malloc(dense_n * sizeof(float));
+        size_t q_n = (size_t)N_HEADS * hd;
+        float *q = malloc(q_n * sizeof(float)), *out = malloc(q_n * sizeof(float));
+        float *out2 = malloc(q_n * sizeof(float));
+        float *scores = malloc((size_t)N_HEADS * MAX_BLK * BS * sizeof(float));
         double *want = malloc((size_t)hd * sizeof(double));
         /* a random permutation of the pool, dealt out to the sequences */
         int32_t perm[POOL];
@@ -278,45 +289,58 @@ static void test_kernels_attention_paged_head_major_random_tables(void **state)
             perm[i] = perm[j];
             perm[j] = t;
         }
-        fill(k_head, POOL * block_stride); /* garbage where no sequence writes */
-        fill(v_head, POOL * block_stride);
         for (int s = 0; s < N_SEQ; s++) {
             const int32_t *table = perm + s * MAX_BLK;
             rng_state = rng_state * 1664525u + 1013904223u;
             int n = 1 + (int)((rng_state >> 8) % (MAX_BLK * BS));
-            for (int h = 0; h < n_kv; h++) {
-                fill(dense_k, (size_t)n * hd);
-                fill(dense_v, (size_t)n * hd);
+            fill(dense_k, dense_n);
+            fill(dense_v, dense_n);
+            for (int h = 0; h < N_KV; h++) {
                 for (int j = 0; j < n; j++) {
                     size_t blk = (size_t)table[j / BS] * block_stride;
-                    size_t in_head = blk + (size_t)h * BS * hd + (size_t)(j % BS) * hd;
-                    size_t in_tok = blk + (size_t)(j % BS) * kv_dim + (size_t)h * hd;
-                    memcpy(k_head + in_head, dense_k + (size_t)j * hd, (size_t)hd * sizeof(float));
-                    memcpy(v_head + in_head, dense_v + (size_t)j * hd, (size_t)hd * sizeof(float));
-                    memcpy(k_tok + in_tok, dense_k + (size_t)j * hd, (size_t)hd * sizeof(float));
-                    memcpy(v_tok + in_tok, dense_v + (size_t)j * hd, (size_t)hd * sizeof(float));
+                    size_t at_tok = blk + (size_t)(j % BS) * kv_dim + (size_t)h * hd;
+                    size_t at_head = blk + (size_t)h * BS * hd + (size_t)(j % BS) * hd;
+                    const float *dk = dense_k + ((size_t)h * MAX_BLK * BS + j) * hd;
+                    const float *dv = dense_v + ((size_t)h * MAX_BLK * BS + j) * hd;
+                    memcpy(k_tok + at_tok, dk, (size_t)hd * sizeof(float));
+                    memcpy(v_tok + at_tok, dv, (size_t)hd * sizeof(float));
+                    memcpy(k_head + at_head, dk, (size_t)hd * sizeof(float));
+                    memcpy(v_head + at_head, dv, (size_t)hd * sizeof(float));
                 }
-                fill(q, (size_t)hd);
-                kern_cpu_attention_paged_f32(q, k_head, v_head, block_stride, (size_t)h * BS * hd,
-                                             (size_t)hd, hd, table, BS, n, scores, out);
-                kern_cpu_attention_paged_f32(q, k_tok, v_tok, block_stride, (size_t)h * hd,
-                                             (size_t)kv_dim, hd, table, BS, n, scores, out_tok);
-                attention_ref(q, dense_k, dense_v, hd, n, want);
-                for (int d = 0; d < hd; d++) {
-                    assert_true(fabs(out[d] - want[d]) < 1e-5);
-                }
-                assert_memory_equal(out, out_tok, (size_t)hd * sizeof(float));
             }
+            fill(q, q_n);
+            kern_cpu_attention_paged_f32(&tok, table, n, q, 0, N_HEADS, GROUP, scores, out);
+            for (int h = 0; h < N_HEADS; h++) {
+                size_t kv_at = (size_t)(h / GROUP) * MAX_BLK * BS * hd;
+                attention_ref(q + (size_t)h * hd, dense_k + kv_at, dense_v + kv_at, hd, n, want);
+                for (int d = 0; d < hd; d++) {
+                    assert_true(fabs(out[(size_t)h * hd + d] - want[d]) < 1e-5);
+                }
+            }
+            kern_cpu_attention_paged_f32(&head, table, n, q, 0, N_HEADS, GROUP, scores, out2);
+            assert_memory_equal(out, out2, q_n * sizeof(float));
+            memset(out2, 0, q_n * sizeof(float));
+            for (int g = 0; g < N_KV; g++) { /* one KV group per call */
+                kern_cpu_attention_paged_f32(&head, table, n, q, g * GROUP, (g + 1) * GROUP, GROUP,
+                                             scores, out2);
+            }
+            assert_memory_equal(out, out2, q_n * sizeof(float));
+            memset(out2, 0, q_n * sizeof(float));
+            for (int h = 0; h < N_HEADS; h++) { /* one head per call */
+                kern_cpu_attention_paged_f32(&tok, table, n, q, h, h + 1, GROUP, scores, out2);
+            }
+            assert_memory_equal(out, out2, q_n * sizeof(float));
         }
-        free(k_head);
-        free(v_head);
         free(k_tok);
         free(v_tok);
+        free(k_head);
+        free(v_head);
         free(dense_k);
         free(dense_v);
         free(q);
         free(out);
-        free(out_tok);
+        free(out2);
+        free(scores);
         free(want);
     }
 }
@@ -330,7 +354,7 @@ int main(void)
         cmocka_unit_test(test_kernels_swiglu_and_softmax),
         cmocka_unit_test(test_kernels_gemv),
         cmocka_unit_test(test_kernels_attention_paged_matches_dense),
-        cmocka_unit_test(test_kernels_attention_paged_head_major_random_tables),
+        cmocka_unit_test(test_kernels_attention_paged_random_tables),
     };
     return cmocka_run_group_tests_name("kernels", tests, NULL, NULL);
 }

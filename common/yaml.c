@@ -1,10 +1,10 @@
-/* job_yaml.c - one YAML document to jansson values, with each node's line and column, so that a
- * YAML spec and a JSON spec go through the same validation (see jobs_impl.h). libyaml parses
+/* yaml.c - one YAML document to jansson values, with each node's line and column, so that a
+ * YAML spec and a JSON spec go through the same validation (see yaml.h). libyaml parses
  * YAML 1.1 syntax; scalars are resolved with the YAML 1.2 core schema, so "yes", "on" and "no"
  * stay strings (the Norway problem) and only true/false are booleans. */
 #include "common/util.h"
 #include "common/xmalloc.h"
-#include "jobs/jobs_impl.h"
+#include "common/yaml.h"
 
 #include <errno.h>
 #include <math.h>
@@ -12,17 +12,17 @@
 #include <string.h>
 #include <yaml.h>
 
-struct jobs_yaml_ctx {
+struct yaml_doc_ctx {
     yaml_parser_t parser;
     const char *name;
-    struct jobs_yaml_marks *marks;
+    struct yaml_doc_marks *marks;
     char *errstr;
     size_t errstr_len;
 };
 
-static void jobs_yaml_mark_add(struct jobs_yaml_ctx *ctx, const char *path, yaml_mark_t m)
+static void yaml_doc_mark_add(struct yaml_doc_ctx *ctx, const char *path, yaml_mark_t m)
 {
-    struct jobs_yaml_marks *marks = ctx->marks;
+    struct yaml_doc_marks *marks = ctx->marks;
     if (!marks) {
         return;
     }
@@ -36,7 +36,7 @@ static void jobs_yaml_mark_add(struct jobs_yaml_ctx *ctx, const char *path, yaml
     marks->n++;
 }
 
-void jobs_yaml_marks_free(struct jobs_yaml_marks *marks)
+void yaml_doc_marks_free(struct yaml_doc_marks *marks)
 {
     for (size_t i = 0; i < marks->n; i++) {
         free(marks->items[i].path);
@@ -45,7 +45,7 @@ void jobs_yaml_marks_free(struct jobs_yaml_marks *marks)
     memset(marks, 0, sizeof(*marks));
 }
 
-const struct jobs_yaml_mark *jobs_yaml_mark_find(const struct jobs_yaml_marks *marks,
+const struct yaml_doc_mark *yaml_doc_mark_find(const struct yaml_doc_marks *marks,
                                                  const char *path)
 {
     for (size_t i = 0; marks && i < marks->n; i++) {
@@ -56,14 +56,14 @@ const struct jobs_yaml_mark *jobs_yaml_mark_find(const struct jobs_yaml_marks *m
     return NULL;
 }
 
-static json_t *jobs_yaml_fail(struct jobs_yaml_ctx *ctx, yaml_mark_t m, const char *what)
+static json_t *yaml_doc_fail(struct yaml_doc_ctx *ctx, yaml_mark_t m, const char *what)
 {
     errstr_set(ctx->errstr, ctx->errstr_len, "%s:%zu:%zu: %s", ctx->name, m.line + 1, m.column + 1,
                what);
     return NULL;
 }
 
-static bool jobs_yaml_next(struct jobs_yaml_ctx *ctx, yaml_event_t *ev)
+static bool yaml_doc_next(struct yaml_doc_ctx *ctx, yaml_event_t *ev)
 {
     if (yaml_parser_parse(&ctx->parser, ev)) {
         return true;
@@ -76,7 +76,7 @@ static bool jobs_yaml_next(struct jobs_yaml_ctx *ctx, yaml_event_t *ev)
     return false;
 }
 
-static bool jobs_yaml_match(const char *s, const char *const *words)
+static bool yaml_doc_match(const char *s, const char *const *words)
 {
     for (; *words; words++) {
         if (strcmp(s, *words) == 0) {
@@ -87,7 +87,7 @@ static bool jobs_yaml_match(const char *s, const char *const *words)
 }
 
 /* YAML 1.2 core schema integers: [-+]?[0-9]+, 0o[0-7]+, 0x[0-9a-fA-F]+. */
-static bool jobs_yaml_int(const char *s, bool *overflow, json_int_t *out)
+static bool yaml_doc_int(const char *s, bool *overflow, json_int_t *out)
 {
     int base = 10;
     const char *digits = s;
@@ -117,12 +117,12 @@ static bool jobs_yaml_int(const char *s, bool *overflow, json_int_t *out)
 }
 
 /* YAML 1.2 core schema floats (finite ones; .inf and .nan are recognised to be refused). */
-static bool jobs_yaml_float(const char *s, bool *finite, double *out)
+static bool yaml_doc_float(const char *s, bool *finite, double *out)
 {
     static const char *const inf[] = { ".inf",  ".Inf",  ".INF",  "+.inf", "+.Inf",
                                        "+.INF", "-.inf", "-.Inf", "-.INF", NULL };
     static const char *const nan[] = { ".nan", ".NaN", ".NAN", NULL };
-    if (jobs_yaml_match(s, inf) || jobs_yaml_match(s, nan)) {
+    if (yaml_doc_match(s, inf) || yaml_doc_match(s, nan)) {
         *finite = false;
         return true;
     }
@@ -163,7 +163,7 @@ static bool jobs_yaml_float(const char *s, bool *finite, double *out)
     return true;
 }
 
-static json_t *jobs_yaml_scalar(struct jobs_yaml_ctx *ctx, const yaml_event_t *ev)
+static json_t *yaml_doc_scalar(struct yaml_doc_ctx *ctx, const yaml_event_t *ev)
 {
     static const char *const nulls[] = { "", "~", "null", "Null", "NULL", NULL };
     static const char *const trues[] = { "true", "True", "TRUE", NULL };
@@ -172,35 +172,35 @@ static json_t *jobs_yaml_scalar(struct jobs_yaml_ctx *ctx, const yaml_event_t *e
     size_t len = ev->data.scalar.length;
     const char *tag = (const char *)ev->data.scalar.tag;
     if (ev->data.scalar.anchor) {
-        return jobs_yaml_fail(ctx, ev->start_mark, "anchors are not supported");
+        return yaml_doc_fail(ctx, ev->start_mark, "anchors are not supported");
     }
     if (tag && strcmp(tag, YAML_STR_TAG) != 0 && strcmp(tag, "!") != 0) {
-        return jobs_yaml_fail(ctx, ev->start_mark, "only the !!str tag is supported");
+        return yaml_doc_fail(ctx, ev->start_mark, "only the !!str tag is supported");
     }
     if (tag || ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) {
         return json_stringn(s, len); /* quoted, block or !!str: always a string */
     }
-    if (jobs_yaml_match(s, nulls)) {
+    if (yaml_doc_match(s, nulls)) {
         return json_null();
     }
-    if (jobs_yaml_match(s, trues)) {
+    if (yaml_doc_match(s, trues)) {
         return json_true();
     }
-    if (jobs_yaml_match(s, falses)) {
+    if (yaml_doc_match(s, falses)) {
         return json_false();
     }
     bool overflow, finite;
     json_int_t i;
     double d;
-    if (jobs_yaml_int(s, &overflow, &i)) {
+    if (yaml_doc_int(s, &overflow, &i)) {
         if (overflow) {
-            return jobs_yaml_fail(ctx, ev->start_mark, "integer out of range");
+            return yaml_doc_fail(ctx, ev->start_mark, "integer out of range");
         }
         return json_integer(i);
     }
-    if (jobs_yaml_float(s, &finite, &d)) {
+    if (yaml_doc_float(s, &finite, &d)) {
         if (!finite) {
-            return jobs_yaml_fail(ctx, ev->start_mark,
+            return yaml_doc_fail(ctx, ev->start_mark,
                                   "infinite and NaN numbers are not "
                                   "supported");
         }
@@ -209,14 +209,14 @@ static json_t *jobs_yaml_scalar(struct jobs_yaml_ctx *ctx, const yaml_event_t *e
     return json_stringn(s, len);
 }
 
-static json_t *jobs_yaml_node(struct jobs_yaml_ctx *ctx, yaml_event_t *ev, const char *path);
+static json_t *yaml_doc_node(struct yaml_doc_ctx *ctx, yaml_event_t *ev, const char *path);
 
-static json_t *jobs_yaml_sequence(struct jobs_yaml_ctx *ctx, const char *path)
+static json_t *yaml_doc_sequence(struct yaml_doc_ctx *ctx, const char *path)
 {
     json_t *arr = json_array();
     for (size_t i = 0;; i++) {
         yaml_event_t ev;
-        if (!jobs_yaml_next(ctx, &ev)) {
+        if (!yaml_doc_next(ctx, &ev)) {
             goto fail;
         }
         if (ev.type == YAML_SEQUENCE_END_EVENT) {
@@ -224,8 +224,8 @@ static json_t *jobs_yaml_sequence(struct jobs_yaml_ctx *ctx, const char *path)
             return arr;
         }
         char *child = xasprintf("%s[%zu]", path, i);
-        jobs_yaml_mark_add(ctx, child, ev.start_mark);
-        json_t *v = jobs_yaml_node(ctx, &ev, child);
+        yaml_doc_mark_add(ctx, child, ev.start_mark);
+        json_t *v = yaml_doc_node(ctx, &ev, child);
         free(child);
         yaml_event_delete(&ev);
         if (!v) {
@@ -238,12 +238,12 @@ fail:
     return NULL;
 }
 
-static json_t *jobs_yaml_mapping(struct jobs_yaml_ctx *ctx, const char *path)
+static json_t *yaml_doc_mapping(struct yaml_doc_ctx *ctx, const char *path)
 {
     json_t *obj = json_object();
     for (;;) {
         yaml_event_t key;
-        if (!jobs_yaml_next(ctx, &key)) {
+        if (!yaml_doc_next(ctx, &key)) {
             goto fail;
         }
         if (key.type == YAML_MAPPING_END_EVENT) {
@@ -251,7 +251,7 @@ static json_t *jobs_yaml_mapping(struct jobs_yaml_ctx *ctx, const char *path)
             return obj;
         }
         if (key.type != YAML_SCALAR_EVENT) {
-            jobs_yaml_fail(ctx, key.start_mark, "mapping keys must be plain strings");
+            yaml_doc_fail(ctx, key.start_mark, "mapping keys must be plain strings");
             yaml_event_delete(&key);
             goto fail;
         }
@@ -259,17 +259,17 @@ static json_t *jobs_yaml_mapping(struct jobs_yaml_ctx *ctx, const char *path)
         char *child = *path ? xasprintf("%s.%s", path, k) : xstrdup(k);
         if (json_object_get(obj, k)) {
             char *what = xasprintf("duplicate key '%s'", child);
-            jobs_yaml_fail(ctx, key.start_mark, what);
+            yaml_doc_fail(ctx, key.start_mark, what);
             free(what);
             free(child);
             yaml_event_delete(&key);
             goto fail;
         }
-        jobs_yaml_mark_add(ctx, child, key.start_mark);
+        yaml_doc_mark_add(ctx, child, key.start_mark);
         yaml_event_t val;
         json_t *v = NULL;
-        if (jobs_yaml_next(ctx, &val)) {
-            v = jobs_yaml_node(ctx, &val, child);
+        if (yaml_doc_next(ctx, &val)) {
+            v = yaml_doc_node(ctx, &val, child);
             yaml_event_delete(&val);
         }
         if (v) {
@@ -286,32 +286,32 @@ fail:
     return NULL;
 }
 
-static json_t *jobs_yaml_node(struct jobs_yaml_ctx *ctx, yaml_event_t *ev, const char *path)
+static json_t *yaml_doc_node(struct yaml_doc_ctx *ctx, yaml_event_t *ev, const char *path)
 {
     switch (ev->type) {
     case YAML_SCALAR_EVENT:
-        return jobs_yaml_scalar(ctx, ev);
+        return yaml_doc_scalar(ctx, ev);
     case YAML_SEQUENCE_START_EVENT:
         if (ev->data.sequence_start.anchor) {
-            return jobs_yaml_fail(ctx, ev->start_mark, "anchors are not supported");
+            return yaml_doc_fail(ctx, ev->start_mark, "anchors are not supported");
         }
-        return jobs_yaml_sequence(ctx, path);
+        return yaml_doc_sequence(ctx, path);
     case YAML_MAPPING_START_EVENT:
         if (ev->data.mapping_start.anchor) {
-            return jobs_yaml_fail(ctx, ev->start_mark, "anchors are not supported");
+            return yaml_doc_fail(ctx, ev->start_mark, "anchors are not supported");
         }
-        return jobs_yaml_mapping(ctx, path);
+        return yaml_doc_mapping(ctx, path);
     case YAML_ALIAS_EVENT:
-        return jobs_yaml_fail(ctx, ev->start_mark, "aliases are not supported");
+        return yaml_doc_fail(ctx, ev->start_mark, "aliases are not supported");
     default:
-        return jobs_yaml_fail(ctx, ev->start_mark, "unexpected YAML event");
+        return yaml_doc_fail(ctx, ev->start_mark, "unexpected YAML event");
     }
 }
 
-json_t *jobs_yaml_parse(const char *buf, size_t len, const char *name,
-                        struct jobs_yaml_marks *marks, char *errstr, size_t errstr_len)
+json_t *yaml_doc_parse(const char *buf, size_t len, const char *name,
+                        struct yaml_doc_marks *marks, char *errstr, size_t errstr_len)
 {
-    struct jobs_yaml_ctx ctx = {
+    struct yaml_doc_ctx ctx = {
         .name = name, .marks = marks, .errstr = errstr, .errstr_len = errstr_len
     };
     if (!yaml_parser_initialize(&ctx.parser)) {
@@ -321,30 +321,30 @@ json_t *jobs_yaml_parse(const char *buf, size_t len, const char *name,
     yaml_parser_set_input_string(&ctx.parser, (const unsigned char *)buf, len);
     json_t *root = NULL;
     yaml_event_t ev;
-    bool ok = jobs_yaml_next(&ctx, &ev); /* stream start */
+    bool ok = yaml_doc_next(&ctx, &ev); /* stream start */
     if (ok) {
         yaml_event_delete(&ev);
-        ok = jobs_yaml_next(&ctx, &ev);
+        ok = yaml_doc_next(&ctx, &ev);
     }
     if (ok && ev.type != YAML_DOCUMENT_START_EVENT) {
-        jobs_yaml_fail(&ctx, ev.start_mark, "the document is empty");
+        yaml_doc_fail(&ctx, ev.start_mark, "the document is empty");
         yaml_event_delete(&ev);
         ok = false;
     }
     if (ok) {
         yaml_event_delete(&ev);
-        ok = jobs_yaml_next(&ctx, &ev);
+        ok = yaml_doc_next(&ctx, &ev);
         if (ok) {
-            root = jobs_yaml_node(&ctx, &ev, "");
+            root = yaml_doc_node(&ctx, &ev, "");
             yaml_event_delete(&ev);
             ok = root != NULL;
         }
     }
-    if (ok && (ok = jobs_yaml_next(&ctx, &ev))) { /* document end */
+    if (ok && (ok = yaml_doc_next(&ctx, &ev))) { /* document end */
         yaml_event_delete(&ev);
-        ok = jobs_yaml_next(&ctx, &ev);
+        ok = yaml_doc_next(&ctx, &ev);
         if (ok && ev.type != YAML_STREAM_END_EVENT) {
-            jobs_yaml_fail(&ctx, ev.start_mark, "more than one YAML document");
+            yaml_doc_fail(&ctx, ev.start_mark, "more than one YAML document");
             ok = false;
         }
         yaml_event_delete(&ev); /* a failed parse leaves a zeroed event */

@@ -4,6 +4,7 @@
  * line and column where it was written. */
 #include "common/json.h"
 #include "common/util.h"
+#include "common/yaml.h"
 #include "common/xmalloc.h"
 #include "jobs/job.h"
 #include "jobs/jobs_impl.h"
@@ -20,7 +21,7 @@
 
 struct spec_ctx {
     const char *name;
-    const struct jobs_yaml_marks *marks; /* NULL for JSON */
+    const struct yaml_doc_marks *marks; /* NULL for JSON */
     char *dir;                           /* relative paths resolve against it; NULL: cwd */
     char *errstr;
     size_t errstr_len;
@@ -34,7 +35,7 @@ __attribute__((format(printf, 3, 4))) static int spec_err(const struct spec_ctx 
     va_start(ap, fmt);
     vsnprintf(what, sizeof(what), fmt, ap);
     va_end(ap);
-    const struct jobs_yaml_mark *m = jobs_yaml_mark_find(ctx->marks, path);
+    const struct yaml_doc_mark *m = yaml_doc_mark_find(ctx->marks, path);
     if (m) {
         errstr_set(ctx->errstr, ctx->errstr_len, "%s:%d:%d: field '%s': %s", ctx->name, m->line,
                    m->col, path, what);
@@ -499,14 +500,14 @@ static int spec_validate(const struct spec_ctx *ctx, const json_t *root, struct 
 int job_spec_parse_buf(const char *buf, size_t len, const char *name, bool yaml,
                        struct job_spec **out, char *errstr, size_t errstr_len)
 {
-    struct jobs_yaml_marks marks = { 0 };
+    struct yaml_doc_marks marks = { 0 };
     struct spec_ctx ctx = {
         .name = name, .marks = yaml ? &marks : NULL, .errstr = errstr, .errstr_len = errstr_len
     };
-    json_t *root = yaml ? jobs_yaml_parse(buf, len, name, &marks, errstr, errstr_len)
+    json_t *root = yaml ? yaml_doc_parse(buf, len, name, &marks, errstr, errstr_len)
                         : json_parse_buf(buf, len, name, errstr, errstr_len);
     if (!root) {
-        jobs_yaml_marks_free(&marks);
+        yaml_doc_marks_free(&marks);
         return -EINVAL;
     }
     if (strchr(name, '/') && strcmp(name, "-") != 0) {
@@ -518,7 +519,7 @@ int job_spec_parse_buf(const char *buf, size_t len, const char *name, bool yaml,
     spec->spec_path = xstrdup(name);
     int err = spec_validate(&ctx, root, spec);
     json_decref(root);
-    jobs_yaml_marks_free(&marks);
+    yaml_doc_marks_free(&marks);
     free(ctx.dir);
     if (err) {
         job_spec_destroy(spec);

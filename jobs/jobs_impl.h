@@ -57,31 +57,7 @@ char *jobs_json_dumps_python(const json_t *v, size_t *len);
 /* Python's repr(float) for a finite x, into buf (at least 32 bytes). */
 void jobs_float_repr(double x, char *buf, size_t len);
 
-/* Position of a node in a YAML document: 1-based line and column. */
-struct jobs_yaml_mark {
-    char *path; /* "a.b[2].c" */
-    int line, col;
-};
 
-struct jobs_yaml_marks {
-    struct jobs_yaml_mark *items;
-    size_t n, cap;
-};
-
-/* Parses one YAML document into JSON values under the YAML 1.2 core schema (plain scalars:
- * null, true/false, decimal/0x/0o integers, floats, .inf/.nan; quoted scalars are strings;
- * "!!str" forces a string). Anchors, aliases, other tags, non-scalar keys, duplicate keys and
- * more than one document are errors naming "name:line:col". When marks is not NULL it receives
- * each node's position (mapping values: the key's). Returns a new reference or NULL. */
-json_t *jobs_yaml_parse(const char *buf, size_t len, const char *name,
-                        struct jobs_yaml_marks *marks, char *errstr, size_t errstr_len);
-
-/* Frees the marks (the struct itself is the caller's). */
-void jobs_yaml_marks_free(struct jobs_yaml_marks *marks);
-
-/* The mark for a path, or NULL. */
-const struct jobs_yaml_mark *jobs_yaml_mark_find(const struct jobs_yaml_marks *marks,
-                                                 const char *path);
 
 /* The result of one judge request. */
 struct judge_result {

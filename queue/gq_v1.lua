@@ -773,7 +773,7 @@ end
 -- Creates the run of a schedule due at due_ms as sweep `sid` (all shards enqueued and sealed),
 -- exactly once: a due time not after the last fired one returns {'dup'}.
 local function gq_schedule_fire(keys, args)
-  local e = check_common(keys, args, 10)
+  local e = check_common(keys, args, 9)
   if e then return fail(e) end
   local P, name = args[1], args[2]
   local due = int_arg(args[3], 0, 1e15)
@@ -796,7 +796,7 @@ local function gq_schedule_fire(keys, args)
   local n = tonumber(s[2])
   redis.call('HSET', hk, 'last_due_ms', due, 'last_sweep', sid)
   redis.call('HSET', sk, 'state', 'sealed', 'expected', n, 'ok', 0, 'failed', 0, 'agg_queue',
-             args[10] or '', 'agg_prio', prio, 'meta', s[3], 'created_ms', now, 'sealed_ms', now,
+             args[9], 'agg_prio', prio, 'meta', s[3], 'created_ms', now, 'sealed_ms', now,
              'round', 0, 'schedule', name)
   redis.call('ZADD', P .. 'sweeps', now, sid)
   for i = 0, n - 1 do

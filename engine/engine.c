@@ -21,8 +21,7 @@ struct engine {
     void *ctx;
     struct model *hf;        /* a Hugging Face directory, or */
     struct llama2c_file *l2; /* a llama2.c checkpoint */
-    int32_t *last_pos;       /* [max seqs seen] scratch for batch validation */
-    int32_t n_last_pos;
+    int32_t *last_pos;       /* [max_batch_tokens] per sequence, scratch for batch validation */
     struct engine_stats stats;
     char errstr[256];
 };
@@ -102,6 +101,9 @@ int engine_open(const char *path, const char *weights_file, const struct engine_
         err = -ENODEV;
         goto fail;
     }
+    /* a sequence holds at least one of the batch's tokens, so n_seqs <= max_batch_tokens;
+     * allocated here because engine_forward allocates nothing */
+    e->last_pos = xcalloc((size_t)e->cfg.max_batch_tokens, sizeof(*e->last_pos));
     e->ops = &engine_backend_cpu_ops;
     err = e->ops->init(&e->cfg, &src, &e->ctx, errstr, errstr_len);
     if (err) {
@@ -163,13 +165,10 @@ static int engine_batch_check(struct engine *e, const struct engine_batch *b)
                  b->n_outputs, b->n_tokens);
         return -EINVAL;
     }
-    if (b->n_seqs <= 0) {
-        snprintf(e->errstr, sizeof(e->errstr), "batch without sequences");
+    if (b->n_seqs <= 0 || b->n_seqs > c->max_batch_tokens) {
+        snprintf(e->errstr, sizeof(e->errstr), "batch of %" PRId32 " sequences (limit %" PRId32 ")",
+                 b->n_seqs, c->max_batch_tokens);
         return -EINVAL;
-    }
-    if (b->n_seqs > e->n_last_pos) {
-        e->last_pos = xrealloc(e->last_pos, (size_t)b->n_seqs * sizeof(*e->last_pos));
-        e->n_last_pos = b->n_seqs;
     }
     for (int32_t s = 0; s < b->n_seqs; s++) {
         e->last_pos[s] = -1;

@@ -76,7 +76,8 @@ const char *engine_backend_name(const struct engine *e);
 
 /* Runs the batch and writes logits [n_outputs, n_vocab] (fp32) to `logits`. Allocates nothing.
  * Returns 0, or -EINVAL for a malformed batch (token, position, sequence or block out of range,
- * too many tokens) with the reason in engine_errstr. Engine thread only. */
+ * more than max_batch_tokens tokens or sequences) with the reason in engine_errstr. Engine
+ * thread only. */
 int engine_forward(struct engine *e, const struct engine_batch *b, float *logits);
 
 /* Counters of the forward passes run so far. Plain data. */

@@ -520,6 +520,23 @@ static void test_engine_rejects_bad_batches(void **state)
     int32_t bad_row = 1;
     b.output_rows = &bad_row;
     assert_int_equal(engine_forward(e, &b, logits), -EINVAL);
+    /* the validation scratch is sized at open for max_batch_tokens sequences: more is refused,
+     * not grown inside engine_forward; exactly that many still runs */
+    enum { MAX_SEQS = 512 };
+    static const int32_t *many_tables[MAX_SEQS + 1];
+    static int32_t many_n_blocks[MAX_SEQS + 1];
+    for (int s = 0; s <= MAX_SEQS; s++) {
+        many_tables[s] = blocks;
+        many_n_blocks[s] = 1;
+    }
+    b = good;
+    b.block_tables = many_tables;
+    b.n_blocks = many_n_blocks;
+    b.n_seqs = MAX_SEQS + 1;
+    assert_int_equal(engine_forward(e, &b, logits), -EINVAL);
+    assert_non_null(strstr(engine_errstr(e), "sequences"));
+    b.n_seqs = MAX_SEQS;
+    assert_int_equal(engine_forward(e, &b, logits), 0);
     engine_destroy(e);
 }
 

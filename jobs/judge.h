@@ -306,9 +306,11 @@ int judge_results_merge(const char *const *blobs, const size_t *lens, const char
                         size_t n_blobs, FILE *f, size_t *n_records, char *errstr,
                         size_t errstr_len);
 
-/* Metrics of merged output records (JSONL) against a labels file's content (any format
- * eval_labels_load reads), as `judgectl metrics --pred --labels` computes them. */
-int judge_results_metrics(const char *records, size_t len, const char *labels, size_t labels_len,
+/* Metrics of shard results (the same blobs as judge_results_merge) against a labels file's
+ * content (any format eval_labels_load reads), matched by the question_id of each line, as
+ * `judgectl metrics --pred --labels` computes them. Returns 0 or -EINVAL with errstr. */
+int judge_results_metrics(const char *const *blobs, const size_t *lens, const char *const *names,
+                          size_t n_blobs, const char *labels, size_t labels_len,
                           struct eval_metrics *m, char *errstr, size_t errstr_len);
 
 /* The 22-character id of one judgment (shortuuid's alphabet), a function of the job seed, the

@@ -295,16 +295,49 @@ int judge_results_merge(const char *const *blobs, const size_t *lens, const char
     return err;
 }
 
-int judge_results_metrics(const char *records, size_t len, const char *labels, size_t labels_len,
+int judge_results_metrics(const char *const *blobs, const size_t *lens, const char *const *names,
+                          size_t n_blobs, const char *labels, size_t labels_len,
                           struct eval_metrics *m, char *errstr, size_t errstr_len)
 {
+    struct judge_result_line *lines = NULL;
+    size_t n = 0, cap = 0;
+    int err = 0;
+    for (size_t i = 0; i < n_blobs && !err; i++) {
+        err = judge_result_lines(blobs[i], lens[i], names[i], &lines, &n, &cap, errstr, errstr_len);
+    }
+    /* the judgments keyed by the question_id of each line (records keep their input's own id
+     * field, "idx" for PandaLM, so the id comes from the line, not the record) */
+    json_t *preds = json_array();
+    for (size_t i = 0; i < n && !err; i++) {
+        json_error_t jerr;
+        json_t *rec = json_loadb(lines[i].text, lines[i].len, 0, &jerr);
+        if (!json_is_object(rec)) {
+            errstr_set(errstr, errstr_len, "result of question_id %lld: not a JSON object",
+                       (long long)lines[i].question_id);
+            err = -EINVAL;
+        } else {
+            json_t *p = json_object();
+            json_object_set_new(p, "question_id", json_integer(lines[i].question_id));
+            json_object_set(p, "pred_text", json_object_get(rec, "pred_text"));
+            json_t *sw = json_object_get(rec, "pred_text_swapped");
+            if (sw) {
+                json_object_set(p, "pred_text_swapped", sw);
+            }
+            json_array_append_new(preds, p);
+        }
+        json_decref(rec);
+    }
+    free(lines);
     struct eval_labels *l = NULL;
     struct eval_preds *p = NULL;
-    int err;
-    if ((err = eval_labels_parse_buf(labels, labels_len, "labels", &l, errstr, errstr_len)) == 0 &&
-        (err = eval_preds_parse_buf(records, len, "results", &p, errstr, errstr_len)) == 0) {
+    char *text = err ? NULL : json_dumps(preds, JSON_COMPACT);
+    json_decref(preds);
+    if (!err &&
+        (err = eval_labels_parse_buf(labels, labels_len, "labels", &l, errstr, errstr_len)) == 0 &&
+        (err = eval_preds_parse_buf(text, strlen(text), "results", &p, errstr, errstr_len)) == 0) {
         err = eval_metrics_from_files(l, p, NULL, m, errstr, errstr_len);
     }
+    free(text);
     eval_labels_destroy(l);
     eval_preds_destroy(p);
     return err;

@@ -71,6 +71,12 @@ int daemon_config_load(const char *path, struct daemon_config *cfg, char *errstr
                        size_t errstr_len);
 void daemon_config_free(struct daemon_config *cfg);
 
+/* SIGHUP: re-reads cfg.path and applies the queues, models, watermark, poll interval, drain
+ * grace and log level; other changes are logged as needing a restart. An invalid file is
+ * logged and ignored. Engine thread only. */
+struct daemon;
+void daemon_config_reload(struct daemon *d);
+
 /* The model directory for a spec's model field: a configured name, else the path itself when it
  * is a directory. NULL when neither. Borrowed from cfg or `model`. */
 const char *daemon_config_model_path(const struct daemon_config *cfg, const char *model);

@@ -376,3 +376,52 @@ const char *daemon_config_model_path(const struct daemon_config *cfg, const char
     }
     return path_is_dir(model) ? model : NULL;
 }
+
+void daemon_config_reload(struct daemon *d)
+{
+    struct daemon_config next;
+    char errstr[ERRSTR_LEN];
+    if (daemon_config_load(d->cfg.path, &next, errstr, sizeof(errstr)) != 0) {
+        log_error("SIGHUP: %s; keeping the running configuration", errstr);
+        return;
+    }
+    struct daemon_config *cur = &d->cfg;
+    /* what the engine thread alone reads changes now; the rest needs a restart */
+    if (next.log_level) {
+        enum log_level level;
+        log_level_parse(next.log_level, &level);
+        log_level_set(level);
+    }
+    pthread_mutex_lock(&d->mu);
+    for (int i = 0; i < cur->n_queues; i++) {
+        free(cur->queues[i]);
+    }
+    memcpy(cur->queues, next.queues, sizeof(cur->queues));
+    cur->n_queues = next.n_queues;
+    next.n_queues = 0;
+    pthread_mutex_unlock(&d->mu);
+    for (int i = 0; i < cur->n_models; i++) {
+        free(cur->models[i].name);
+        free(cur->models[i].path);
+    }
+    memcpy(cur->models, next.models, sizeof(cur->models));
+    cur->n_models = next.n_models;
+    next.n_models = 0;
+    cur->watermark_tokens = next.watermark_tokens;
+    cur->poll_ms = next.poll_ms;
+    cur->max_models = next.max_models;
+    cur->drain_grace_ms = next.drain_grace_ms;
+    bool restart = strcmp(cur->redis_url, next.redis_url) != 0 ||
+                   strcmp(cur->redis_namespace, next.redis_namespace) != 0 ||
+                   strcmp(cur->redis_family, next.redis_family) != 0 ||
+                   cur->lease_ms != next.lease_ms || cur->heartbeat_ms != next.heartbeat_ms ||
+                   cur->max_shards != next.max_shards || cur->context != next.context ||
+                   cur->kv_mib != next.kv_mib || cur->max_batch_tokens != next.max_batch_tokens ||
+                   cur->max_seqs != next.max_seqs || cur->threads != next.threads ||
+                   strcmp(cur->devices, next.devices) != 0;
+    log_info("SIGHUP: configuration reloaded from %s (queues, models, watermark, poll, log "
+             "level)%s",
+             cur->path,
+             restart ? "; changes to redis, lease, shards or engine settings need a restart" : "");
+    daemon_config_free(&next);
+}

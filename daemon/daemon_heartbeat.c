@@ -243,7 +243,11 @@ static void hb_schedules(struct hb *h)
             snprintf(p, sizeof(p), "%lld", (long long)prio);
             snprintf(a, sizeof(a), "%lld", (long long)(attempts > 0 ? attempts : 3));
             snprintf(b, sizeof(b), "%lld", (long long)budget);
-            const char *q = queue ? queue : h->d->cfg.queues[0];
+            char first[256];
+            pthread_mutex_lock(&h->d->mu);
+            snprintf(first, sizeof(first), "%s", h->d->cfg.queues[0]);
+            pthread_mutex_unlock(&h->d->mu);
+            const char *q = queue ? queue : first;
             const char *argv[] = { names.str[i], due_ms, sid, q, p, a, b, q };
             struct gq_reply rep = { 0 };
             if (gq_fcall(h->g, "gq_schedule_fire", 8, argv, NULL, &rep) == 0 && rep.n > 0 &&

@@ -893,6 +893,10 @@ int daemon_worker_run(struct daemon *d)
                 break;
             }
         }
+        if (d->reload) {
+            d->reload = 0;
+            daemon_config_reload(d);
+        }
         dw_check_leases(&w);
         /* commits whose reply was lost are retried as soon as Redis is back */
         for (int i = 0; i < d->cfg.max_shards; i++) {

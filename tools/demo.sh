@@ -1,96 +1,89 @@
 #!/usr/bin/env bash
-# make demo: the main job on the embedded default. Until the judging daemon exists it shows the
-# foundation at work on the bundled models: inspect a real trained LLaMA (stories260K, HF layout)
-# and a JudgeLM-shaped checkpoint (sharded bf16 PyTorch .bin), then tokenize a JudgeLM pairwise
-# prompt with the LLaMA tokenizer and decode it back byte for byte.
+# make demo: the main job on the embedded default. A private redis-server in a temporary
+# directory, one judged on the CPU backend with the bundled stories260K, and a judging sweep of
+# PandaLM samples with labels submitted through judgectl: live progress, then where the results
+# are and the metrics table. Everything is stopped and removed at the end.
+#
+# stories260K is a 260K-parameter story model, not a judge: its score lines do not parse, so
+# every judgment counts as a tie. The sweep, the queue and the metrics are what this shows; point
+# judged.yaml's models at JudgeLM-7B for real judgments.
 set -euo pipefail
-bindir=${1:-bin}
+bindir=$(cd "${1:-bin}" && pwd)
 cd "$(dirname "$0")/.."
-ctl="$bindir/judgectl"
+root=$PWD
+n_samples=${DEMO_SAMPLES:-48}
 
-echo "== judgectl inspect tests/fixtures/stories260K-hf"
-"$ctl" inspect tests/fixtures/stories260K-hf | sed -n '1,6p;/^tokenizer/p;/^check/p'
+work=$(mktemp -d /tmp/judged-demo.XXXXXX)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+redis_pid= judged_pid=
+cleanup() {
+    [ -n "$judged_pid" ] && kill -TERM "$judged_pid" 2>/dev/null && wait "$judged_pid" 2>/dev/null
+    [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
 
-judgelm_like=tests/fixtures/tiny/v32k-mha-untied-bf16-bin-sharded
-if [ -d "$judgelm_like" ]; then
-    echo; echo "== judgectl inspect $judgelm_like (the JudgeLM-7B file layout, in miniature)"
-    "$ctl" inspect "$judgelm_like" | sed -n '1,4p;/^tokenizer/p;/^check/p'
-fi
+echo "== redis-server on 127.0.0.1:$port (data in $work)"
+redis-server --port "$port" --bind 127.0.0.1 --dir "$work" --appendonly yes \
+    --appendfsync always --save '' --logfile "$work/redis.log" &
+redis_pid=$!
+for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+export JUDGED_REDIS="redis://127.0.0.1:$port"
 
-prompt=$(mktemp)
-trap 'rm -f "$prompt"' EXIT
-# A JudgeLM pairwise prompt (research/judgelm.md section 1.3) around a sample question.
-printf '%s\n%s' "You are a helpful and precise assistant for checking the quality of the answer." \
-"[Question]
-What is the capital of France? Answer in one word, then add </s> to end.
+cat > "$work/judged.yaml" <<YAML
+redis:
+  url: redis://127.0.0.1:$port
+worker:
+  id: demo-worker
+  queues: [judge]
+  lease_ms: 10000
+  poll_ms: 200
+engine:
+  devices: cpu
+  context: 2048       # PandaLM prompts run past stories260K's 512 trained positions
+  kv_mib: 256
+models:
+  stories260K: $root/tests/fixtures/stories260K-hf
+log_level: warn
+YAML
+echo "== judged -c judged.yaml (CPU backend, model stories260K)"
+"$bindir/judged" -c "$work/judged.yaml" 2>"$work/judged.log" &
+judged_pid=$!
 
-[The Start of Assistant 1's Answer]
-Paris. </s>
-
-[The End of Assistant 1's Answer]
-
-[The Start of Assistant 2's Answer]
-Lyon 🇫🇷
-
-[The End of Assistant 2's Answer]
-
-[System]
-We would like to request your feedback on the performance of two AI assistants in response to the user question displayed above.
-Please rate the helpfulness, relevance, accuracy, level of details of their responses. Each assistant receives an overall score on a scale of 1 to 10, where a higher score indicates better overall performance.
-Please first output a single line containing only two values indicating the scores for Assistant 1 and 2, respectively. The two scores are separated by a space. In the subsequent line, please provide a comprehensive explanation of your evaluation, avoiding any potential bias and ensuring that the order in which the responses were presented does not affect your judgment.
-
-### Response:" > "$prompt"
-
-tokenizer=tests/fixtures/tokenizer/llama/tokenizer.model
-echo; echo "== judgectl tokenize --tokenizer $tokenizer < judge prompt ($(wc -c <"$prompt") bytes)"
-ids=$("$ctl" tokenize --tokenizer "$tokenizer" <"$prompt")
-n=$(wc -w <<<"$ids")
-echo "$n tokens: $(cut -d' ' -f1-16 <<<"$ids") ..."
-echo "the answer's literal '</s>' stays text: eos id 2 appears $(tr ' ' '\n' <<<"$ids" | grep -cx 2 || true) times"
-echo; echo "== judgectl detokenize (round trip)"
-if "$ctl" detokenize --tokenizer "$tokenizer" <<<"$ids" | cmp -s - "$prompt"; then
-    echo "decoded text is byte-identical to the prompt"
-else
-    echo "round trip FAILED"; exit 1
-fi
-
-echo; echo "== judgectl generate --model tests/fixtures/stories260K-hf (CPU engine, greedy)"
-"$ctl" generate --model tests/fixtures/stories260K-hf --prompt "Once upon a time" \
-    --max-new-tokens 80 --log-level warn
-echo; echo
-echo "== the same with JudgeLM's sampling (--judgelm: temperature 0.2, top-k 50, seed 1)"
-"$ctl" generate --model tests/fixtures/stories260K-hf --prompt "Once upon a time" \
-    --max-new-tokens 80 --judgelm --seed 1 --log-level warn
-echo
-
-echo; echo "== judgectl run: a JudgeLM pairwise job, both answer orders, on 8 PandaLM samples"
-work=$(mktemp -d)
-trap 'rm -f "$prompt"; rm -rf "$work"' EXIT
-python3 - "$work" <<'PY'
+python3 - "$work" "$n_samples" <<'PY'
 import json, sys
-rows = json.load(open("tests/fixtures/pandalm/testset-v1.json"))[:8]
-with open(f"{sys.argv[1]}/samples.json", "w") as f:
-    json.dump(rows, f)
+rows = json.load(open("tests/fixtures/pandalm/testset-v1.json"))[:int(sys.argv[2])]
+with open(f"{sys.argv[1]}/samples.jsonl", "w") as f:
+    for r in rows:
+        f.write(json.dumps(r) + "\n")
 PY
-cat > "$work/job.yaml" <<YAML
+cat > "$work/sweep.yaml" <<YAML
 kind: judge
 name: demo
-model: $PWD/tests/fixtures/stories260K-hf
-input: samples.json
+model: stories260K          # a model name from judged.yaml
+input: samples.jsonl
 input_format: pandalm
 mode: pair
-swap: both
+swap: both                  # both answer orders: consistency and position bias
 output: fast
 max_new_tokens: 8
-labels: $PWD/tests/fixtures/pandalm/testset-v1.json
-output_path: judgments.jsonl
+shard_size: 8
+labels: $root/tests/fixtures/pandalm/testset-v1.json
 YAML
-echo "(stories260K is a story model, not a judge: its score lines do not parse, so every"
-echo " judgment counts as a tie; the pipeline is what this shows)"
-"$ctl" run "$work/job.yaml" --context 2048 --log-level warn 2>&1 | grep -v "WARN"
-python3 - "$work/judgments.jsonl" <<'PY'
+echo "== judgectl submit sweep.yaml --watch   ($n_samples PandaLM samples, shards of 8)"
+sid=$("$bindir/judgectl" submit "$work/sweep.yaml" --watch)
+echo "sweep $sid"
+echo; echo "== judgectl status $sid"
+"$bindir/judgectl" status "$sid"
+"$bindir/judgectl" results "$sid" -o "$work/results.jsonl"
+echo; echo "== judgectl results $sid -o results.jsonl: $(wc -l <"$work/results.jsonl") records"
+python3 - "$work/results.jsonl" <<'PY'
 import json, sys
 rec = json.loads(open(sys.argv[1]).readline())
 print("first record:", {k: rec[k] for k in ("idx", "pred_id", "pred_text", "scores",
                                               "pred_text_swapped") if k in rec})
 PY
+echo; echo "== judgectl metrics $sid"
+"$bindir/judgectl" metrics "$sid"
+echo; echo "(the results file and the Redis data are removed now; keep them with a real"
+echo " redis-server and judgectl results -o FILE)"

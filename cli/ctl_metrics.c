@@ -1,5 +1,6 @@
 /* ctl_metrics.c - judgectl metrics: JudgeLM's metrics of a judge output file against labels
- * (see jobs/eval.h for the formats and the matching by question_id). */
+ * (see jobs/eval.h for the formats and the matching by question_id). `judgectl metrics SID`
+ * computes the same for a sweep in Redis (ctl_status.c). */
 #include "cli/ctl.h"
 #include "common/util.h"
 #include "jobs/eval.h"
@@ -10,11 +11,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CTL_METRICS_USAGE \
-    "usage: judgectl metrics --pred FILE --labels FILE [--reversed FILE] [--json]\n"
+#define CTL_METRICS_USAGE                                                            \
+    "usage: judgectl metrics --pred FILE --labels FILE [--reversed FILE] [--json]\n" \
+    "       judgectl metrics SID [--json] [--partial] [--redis URL] ...\n"
 
 int ctl_metrics(int argc, char **argv)
 {
+    if (argc >= 2 && argv[1][0] != '-') {
+        return ctl_metrics_sweep(argc, argv); /* judgectl metrics SID: a sweep in Redis */
+    }
     static const struct option long_opts[] = {
         { "pred", required_argument, NULL, 'p' },     { "labels", required_argument, NULL, 'l' },
         { "reversed", required_argument, NULL, 'r' }, { "json", no_argument, NULL, 'j' },

@@ -1,5 +1,5 @@
-/* main.c - judgectl: the command line for people and scripts (local tools for now; the Redis
- * commands arrive with the queue). */
+/* main.c - judgectl: the command line for people and scripts: local tools that need no Redis,
+ * and the commands that submit, watch and manage sweeps through Redis (docs/PROTOCOL.md). */
 #include "cli/ctl.h"
 #include "common/log.h"
 
@@ -30,7 +30,33 @@ static const struct ctl_command ctl_commands[] = {
       "           --dry-run writes the rendered prompts as JSONL" },
     { "metrics", ctl_metrics,
       "metrics --pred FILE --labels FILE [--reversed FILE] [--json]\n"
-      "           agreement, precision, recall, F1, consistency and bias" },
+      "           agreement, precision, recall, F1, consistency and bias\n"
+      "  metrics SID [--json] [--partial]                       the same for a sweep in Redis" },
+    { "submit", ctl_submit,
+      "submit SPEC [--id SID] [--queue Q] [--priority N] [--max-attempts N]\n"
+      "           [--run-budget-s N] [--max-payload-mib N] [--watch]\n"
+      "           validate, shard and enqueue a sweep; prints its id" },
+    { "watch", ctl_watch,
+      "watch SID [--interval-ms N]                            progress bar until the sweep ends" },
+    { "status", ctl_status,
+      "status [SID] [--limit N] [--json]                      recent sweeps, or one in detail" },
+    { "results", ctl_results,
+      "results SID [-o FILE] [--partial]                      the sweep's judgments as JSONL" },
+    { "cancel", ctl_cancel,
+      "cancel ID                                              cancel a sweep or a job" },
+    { "queues", ctl_queues,
+      "queues [--json]                                        ready/paused per queue, totals" },
+    { "workers", ctl_workers,
+      "workers [--json]                                       registered daemons, last seen" },
+    { "dlq", ctl_dlq,
+      "dlq list [--json] | dlq retry (JID... | --all)         the dead-letter set" },
+    { "pause", ctl_pause,
+      "pause QUEUE                                            stop claims from a queue" },
+    { "resume", ctl_resume,
+      "resume QUEUE                                           allow claims again" },
+    { "schedule", ctl_schedule,
+      "schedule add NAME CRON SPEC [submit options] [--replace] | schedule list [--json]\n"
+      "           | schedule remove NAME                  sweeps re-run on a cron (UTC)" },
 };
 
 static void ctl_usage(FILE *f)
@@ -39,7 +65,10 @@ static void ctl_usage(FILE *f)
     for (size_t i = 0; i < sizeof(ctl_commands) / sizeof(ctl_commands[0]); i++) {
         fprintf(f, "  %s\n", ctl_commands[i].usage);
     }
-    fprintf(f, "\ntokenize, detokenize, generate and run take --log-level error|warn|info|debug\n");
+    fprintf(f, "\ntokenize, detokenize, generate and run take --log-level error|warn|info|debug\n"
+               "the Redis commands take --redis URL (default $JUDGED_REDIS, else\n"
+               "redis://127.0.0.1:6379), --namespace NS (gq), --family F (judge) and\n"
+               "--password-file FILE\n");
 }
 
 int main(int argc, char **argv)

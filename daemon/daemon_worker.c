@@ -730,18 +730,16 @@ static bool dw_claim(struct dw *w)
     int err = gq_claim(w->g, d->cfg.worker_id, d->cfg.lease_ms, (const char *const *)d->cfg.queues,
                        (size_t)d->cfg.n_queues, &c, &got);
     if (err == -EIO) {
-        /* the claim may have happened: adopt it through the token after reconnecting */
+        /* the claim may have happened: adopt it through its token after reconnecting, else
+         * Redis never saw it */
         char token[GQ_TOKEN_LEN + 1];
         memcpy(token, c.token, sizeof(token));
         dw_redis_broken(w, "claim");
-        if (dw_redis_ready(w)) {
-            char *jid = NULL;
-            if (gq_token_lookup(w->g, token, &jid) == 0 && jid[0]) {
-                log_warn("claim of %s with a lost reply: the lease expires and it is retried", jid);
-            }
-            free(jid);
+        if (!dw_redis_ready(w) || gq_adopt(w->g, token, &c, &got) != 0 || !got) {
+            return false;
         }
-        return false;
+        log_warn("job %s: claim reply was lost; adopted through its token", c.jid);
+        err = 0;
     }
     if (err) {
         log_error("claim refused: %s", gq_errstr(w->g));

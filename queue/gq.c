@@ -647,6 +647,46 @@ void gq_claimed_free(struct gq_claimed *c)
     memset(c, 0, sizeof(*c));
 }
 
+/* Fills c from a 7-element claim reply (taking its strings). */
+static int gq_claimed_take(struct gq *g, struct gq_reply *rep, struct gq_claimed *c, bool *got)
+{
+    if (rep->n == 0) {
+        return 0;
+    }
+    if (rep->n != 7) {
+        errstr_set(g->errstr, sizeof(g->errstr), "claim: reply of %zu elements", rep->n);
+        gq_reply_free(rep);
+        return -EPROTO;
+    }
+    c->jid = rep->str[0];
+    c->payload = rep->str[1];
+    c->payload_len = rep->len[1];
+    c->attempts = atoi(rep->str[2]);
+    c->checkpoint = rep->str[3];
+    c->checkpoint_len = rep->len[3];
+    c->queue = rep->str[4];
+    c->sweep = rep->str[5];
+    c->shard = rep->len[6] ? strtoll(rep->str[6], NULL, 10) : -1;
+    free(rep->str[2]);
+    free(rep->str[6]);
+    free(rep->str);
+    free(rep->len);
+    memset(rep, 0, sizeof(*rep));
+    *got = true;
+    return 0;
+}
+
+int gq_adopt(struct gq *g, const char *token, struct gq_claimed *c, bool *got)
+{
+    memset(c, 0, sizeof(*c));
+    *got = false;
+    snprintf(c->token, sizeof(c->token), "%s", token);
+    const char *argv[] = { token };
+    struct gq_reply rep = { 0 };
+    int err = gq_fcall(g, "gq_adopt", 1, argv, NULL, &rep);
+    return err ? err : gq_claimed_take(g, &rep, c, got);
+}
+
 int gq_claim(struct gq *g, const char *wid, int64_t lease_ms, const char *const *queues,
              size_t n_queues, struct gq_claimed *c, bool *got)
 {
@@ -665,32 +705,7 @@ int gq_claim(struct gq *g, const char *wid, int64_t lease_ms, const char *const 
     }
     struct gq_reply rep = { 0 };
     int err = gq_fcall(g, "gq_claim", 3 + n_queues, argv, NULL, &rep);
-    if (err) {
-        return err;
-    }
-    if (rep.n == 0) {
-        return 0;
-    }
-    if (rep.n != 7) {
-        gq_reply_free(&rep);
-        errstr_set(g->errstr, sizeof(g->errstr), "claim: reply of %zu elements", rep.n);
-        return -EPROTO;
-    }
-    c->jid = rep.str[0];
-    c->payload = rep.str[1];
-    c->payload_len = rep.len[1];
-    c->attempts = atoi(rep.str[2]);
-    c->checkpoint = rep.str[3];
-    c->checkpoint_len = rep.len[3];
-    c->queue = rep.str[4];
-    c->sweep = rep.str[5];
-    c->shard = rep.len[6] ? strtoll(rep.str[6], NULL, 10) : -1;
-    free(rep.str[2]);
-    free(rep.str[6]);
-    free(rep.str);
-    free(rep.len);
-    *got = true;
-    return 0;
+    return err ? err : gq_claimed_take(g, &rep, c, got);
 }
 
 int gq_heartbeat(struct gq *g, const char *jid, const char *token, int64_t lease_ms,

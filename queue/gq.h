@@ -153,6 +153,11 @@ void gq_claimed_free(struct gq_claimed *c);
 int gq_claim(struct gq *g, const char *wid, int64_t lease_ms, const char *const *queues,
              size_t n_queues, struct gq_claimed *c, bool *got);
 
+/* After a gq_claim that failed with -EIO: the claim made with token (c->token of that call),
+ * when it happened. *got false when Redis never saw it (nothing to adopt). Same ownership as
+ * gq_claim. */
+int gq_adopt(struct gq *g, const char *token, struct gq_claimed *c, bool *got);
+
 /* Renews a lease and stores progress (and a checkpoint, NULL/"" to keep the stored one).
  * *status GQ_OK with cancel set to "", "1", "timeout" or "sweep" (cancel has 16 bytes), or
  * GQ_LOST. */

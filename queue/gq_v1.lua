@@ -637,6 +637,21 @@ local function gq_token_lookup(keys, args)
   return { redis.call('GET', args[1] .. 'tok:' .. args[2]) or '' }
 end
 
+-- gq_adopt P token (read-only): the claim reply of the running job a token holds ({} when
+-- none), for a worker whose gq_claim reply was lost.
+local function gq_adopt(keys, args)
+  local e = check_common(keys, args, 2)
+  if e then return fail(e) end
+  local P, token = args[1], args[2]
+  local jid = redis.call('GET', P .. 'tok:' .. token)
+  if not jid then return {} end
+  local job = owned_job(P, jid, token)
+  if job == nil then return {} end
+  local r = redis.call('HMGET', job_key(P, jid), 'payload', 'checkpoint')
+  return { jid, r[1] or '', tostring(job.attempts), r[2] or '', job.queue, job.sweep,
+           tostring(job.shard) }
+end
+
 -- gq_pause P queue 1|0
 local function gq_pause(keys, args)
   local e = check_common(keys, args, 3)
@@ -837,6 +852,7 @@ reg('gq_cancelled', gq_cancelled)
 reg('gq_sweep_cancel', gq_sweep_cancel)
 reg('gq_reap', gq_reap)
 reg('gq_token_lookup', gq_token_lookup, true)
+reg('gq_adopt', gq_adopt, true)
 reg('gq_pause', gq_pause)
 reg('gq_dlq_retry', gq_dlq_retry)
 reg('gq_worker', gq_worker)

@@ -120,6 +120,20 @@ int64_t ctl_sweep_shard_samples(const struct ctl_sweep *sw, int64_t i);
 /* The terminal-shard bitmap (sweep:<sid>:term): bit i set = shard i has an outcome. */
 bool ctl_bit(const struct gq_reply *bitmap, int64_t i);
 
+/* A sweep's shard results (sweep:<sid>:res): blob i is shard names[i]'s "<question_id>\t<record>"
+ * lines. Owned; free with ctl_blobs_free. */
+struct ctl_blobs {
+    size_t n;
+    const char **blobs; /* [n] borrowed from res */
+    size_t *lens;       /* [n] */
+    char **names;       /* [n] "sweep <sid> shard <i>", for errors */
+    struct gq_reply res;
+};
+
+/* Reads every shard result of sweep sid. Returns 0, -EIO, -EPROTO. */
+int ctl_blobs_load(struct gq *g, const char *sid, struct ctl_blobs *b);
+void ctl_blobs_free(struct ctl_blobs *b);
+
 /* Loads every shard result of a sweep and merges them into f exactly as judgectl run writes its
  * output. Returns 0 or 1 (message printed). */
 int ctl_sweep_results(struct gq *g, const char *cmd, const struct ctl_sweep *sw, FILE *f,

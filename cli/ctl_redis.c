@@ -369,45 +369,58 @@ bool ctl_bit(const struct gq_reply *bitmap, int64_t i)
     return ((unsigned char)bitmap->str[0][i / 8] >> (7 - i % 8)) & 1; /* SETBIT: MSB first */
 }
 
+void ctl_blobs_free(struct ctl_blobs *b)
+{
+    for (size_t i = 0; b->names && i < b->n; i++) {
+        free(b->names[i]);
+    }
+    free(b->names);
+    free(b->blobs);
+    free(b->lens);
+    gq_reply_free(&b->res);
+    memset(b, 0, sizeof(*b));
+}
+
+int ctl_blobs_load(struct gq *g, const char *sid, struct ctl_blobs *b)
+{
+    memset(b, 0, sizeof(*b));
+    char *key = ctl_key(g, "sweep:%s:res", sid);
+    int err = ctl_hash_read(g, key, &b->res);
+    free(key);
+    if (err) {
+        return err;
+    }
+    b->n = b->res.n / 2;
+    b->blobs = xcalloc(b->n + 1, sizeof(*b->blobs));
+    b->names = xcalloc(b->n + 1, sizeof(*b->names));
+    b->lens = xcalloc(b->n + 1, sizeof(*b->lens));
+    for (size_t i = 0; i < b->n; i++) {
+        b->blobs[i] = b->res.str[2 * i + 1];
+        b->lens[i] = b->res.len[2 * i + 1];
+        size_t nl = strlen(sid) + strlen(b->res.str[2 * i]) + 32;
+        b->names[i] = xmalloc(nl);
+        snprintf(b->names[i], nl, "sweep %s shard %s", sid, b->res.str[2 * i]);
+    }
+    return 0;
+}
+
 int ctl_sweep_results(struct gq *g, const char *cmd, const struct ctl_sweep *sw, FILE *f,
                       size_t *n_records)
 {
-    char *key = ctl_key(g, "sweep:%s:res", sw->sid);
-    struct gq_reply res = { 0 };
-    int err = ctl_hash_read(g, key, &res);
-    free(key);
-    if (err) {
+    struct ctl_blobs b;
+    if (ctl_blobs_load(g, sw->sid, &b) != 0) {
         fprintf(stderr, "judgectl %s: reading the results of sweep %s: %s\n", cmd, sw->sid,
                 gq_errstr(g));
         return 1;
     }
-    size_t n = res.n / 2;
-    const char **blobs = xcalloc(n ? n : 1, sizeof(*blobs));
-    const char **names = xcalloc(n ? n : 1, sizeof(*names));
-    char **name_bufs = xcalloc(n ? n : 1, sizeof(*name_bufs));
-    size_t *lens = xcalloc(n ? n : 1, sizeof(*lens));
-    for (size_t i = 0; i < n; i++) {
-        blobs[i] = res.str[2 * i + 1];
-        lens[i] = res.len[2 * i + 1];
-        size_t nl = strlen(sw->sid) + strlen(res.str[2 * i]) + 32;
-        name_bufs[i] = xmalloc(nl);
-        snprintf(name_bufs[i], nl, "sweep %s shard %s", sw->sid, res.str[2 * i]);
-        names[i] = name_bufs[i];
-    }
     char errstr[ERRSTR_LEN];
     int rc = 0;
-    if (judge_results_merge(blobs, lens, names, n, f, n_records, errstr, sizeof(errstr)) != 0) {
+    if (judge_results_merge(b.blobs, b.lens, (const char *const *)b.names, b.n, f, n_records,
+                            errstr, sizeof(errstr)) != 0) {
         fprintf(stderr, "judgectl %s: %s\n", cmd, errstr);
         rc = 1;
     }
-    for (size_t i = 0; i < n; i++) {
-        free(name_bufs[i]);
-    }
-    free(name_bufs);
-    free(names);
-    free(blobs);
-    free(lens);
-    gq_reply_free(&res);
+    ctl_blobs_free(&b);
     return rc;
 }
 

@@ -126,7 +126,7 @@ static int ctl_schedule_add(int argc, char **argv)
     int64_t now = ctl_now_ms(g);
     meta = ctl_build_meta(&b, queue, now);
     json_object_set_new(meta, "cron", json_string(cron_text));
-    json_object_set_new(meta, "prio", json_integer(prio));
+    json_object_set_new(meta, "priority", json_integer(prio));
     json_object_set_new(meta, "max_attempts", json_integer(max_attempts));
     json_object_set_new(meta, "run_budget_ms", json_integer(budget_s * 1000));
     json_object_set_new(meta, "agg_queue", json_string(queue));

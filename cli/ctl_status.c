@@ -392,9 +392,9 @@ int ctl_metrics_sweep(int argc, char **argv)
         gq_destroy(g);
         return 1;
     }
-    char *labels = NULL, *records = NULL;
-    size_t labels_len = 0, records_len = 0, n = 0;
-    FILE *mem = NULL;
+    char *labels = NULL;
+    size_t labels_len = 0;
+    struct ctl_blobs b = { 0 };
     rc = 1;
     if (ctl_sweep_labels(g, &sw, &labels, &labels_len) != 0) {
         fprintf(stderr, "judgectl metrics: %s\n", gq_errstr(g));
@@ -407,16 +407,15 @@ int ctl_metrics_sweep(int argc, char **argv)
                 sw.sid);
         goto done;
     }
-    mem = open_memstream(&records, &records_len);
-    if (!mem || ctl_sweep_results(g, "metrics", &sw, mem, &n) != 0) {
+    if (ctl_blobs_load(g, sw.sid, &b) != 0) {
+        fprintf(stderr, "judgectl metrics: reading the results of sweep %s: %s\n", sw.sid,
+                gq_errstr(g));
         goto done;
     }
-    fclose(mem);
-    mem = NULL;
     struct eval_metrics m;
     char errstr[ERRSTR_LEN];
-    if (judge_results_metrics(records, records_len, labels, labels_len, &m, errstr,
-                              sizeof(errstr)) != 0) {
+    if (judge_results_metrics(b.blobs, b.lens, (const char *const *)b.names, b.n, labels,
+                              labels_len, &m, errstr, sizeof(errstr)) != 0) {
         fprintf(stderr, "judgectl metrics: sweep %s: %s\n", sw.sid, errstr);
         goto done;
     }
@@ -429,10 +428,7 @@ int ctl_metrics_sweep(int argc, char **argv)
         rc = eval_metrics_print(stdout, &m) == 0 && fflush(stdout) == 0 ? 0 : 1;
     }
 done:
-    if (mem) {
-        fclose(mem);
-    }
-    free(records);
+    ctl_blobs_free(&b);
     free(labels);
     ctl_sweep_free(&sw);
     gq_destroy(g);

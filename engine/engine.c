@@ -6,6 +6,11 @@
 #include "common/xmalloc.h"
 #include "engine/backend.h"
 #include "engine/llama2c.h"
+#ifdef HAVE_CUDA
+#include "engine/backend_cuda.h"
+
+#include <cuda_runtime.h>
+#endif
 
 #include <errno.h>
 #include <inttypes.h>
@@ -38,6 +43,39 @@ int engine_backend_parse(const char *name, enum engine_backend_kind *out)
     return -EINVAL;
 }
 
+int engine_device_parse(const char *name, struct engine_config *cfg)
+{
+    if (strcmp(name, "cpu") == 0 || strcmp(name, "auto") == 0 || strcmp(name, "cuda") == 0) {
+        cfg->cuda_device = 0;
+        return engine_backend_parse(name, &cfg->backend);
+    }
+    char *end = NULL;
+    if (strncmp(name, "cuda:", 5) != 0 || name[5] < '0' || name[5] > '9') {
+        return -EINVAL;
+    }
+    long n = strtol(name + 5, &end, 10);
+    if (*end != '\0' || n > 1024) {
+        return -EINVAL;
+    }
+    cfg->backend = ENGINE_BACKEND_CUDA;
+    cfg->cuda_device = (int)n;
+    return 0;
+}
+
+int engine_cuda_device_count(void)
+{
+#ifdef HAVE_CUDA
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError(); /* no driver or no device: not sticky */
+        return 0;
+    }
+    return n;
+#else
+    return 0;
+#endif
+}
+
 void engine_config_default(struct engine_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -48,6 +86,8 @@ void engine_config_default(struct engine_config *cfg)
     cfg->kv_block_size = 16;
     cfg->n_kv_blocks = 0;
     cfg->max_ctx = 0;
+    cfg->cuda_device = 0;
+    cfg->gpu_mem_fraction = 0.9f;
 }
 
 static const struct model_tensor *engine_find_hf(const void *user, const char *name)
@@ -87,7 +127,20 @@ int engine_open(const char *path, const char *weights_file, const struct engine_
     if (e->cfg.kv_block_size <= 0) {
         e->cfg.kv_block_size = 16;
     }
-    if (e->cfg.n_kv_blocks <= 0) {
+    /* CUDA when asked for (or auto) and a GPU is there; else the CPU, saying so once */
+    e->ops = &engine_backend_cpu_ops;
+    if (e->cfg.backend != ENGINE_BACKEND_CPU) {
+#ifdef HAVE_CUDA
+        if (engine_cuda_device_count() > e->cfg.cuda_device) {
+            e->ops = &engine_backend_cuda_ops;
+        }
+#endif
+        if (e->ops == &engine_backend_cpu_ops) {
+            log_warn("no CUDA device: falling back to the CPU backend");
+        }
+    }
+    /* the CUDA backend sizes an unset pool from free device memory */
+    if (e->cfg.n_kv_blocks <= 0 && e->ops == &engine_backend_cpu_ops) {
         e->cfg.n_kv_blocks =
             4 * ((e->cfg.max_ctx + e->cfg.kv_block_size - 1) / e->cfg.kv_block_size);
     }
@@ -96,19 +149,18 @@ int engine_open(const char *path, const char *weights_file, const struct engine_
         err = -EINVAL;
         goto fail;
     }
-    if (e->cfg.backend == ENGINE_BACKEND_CUDA) {
-        errstr_set(errstr, errstr_len, "engine: the cuda backend is not available in this build");
-        err = -ENODEV;
-        goto fail;
-    }
     /* a sequence holds at least one of the batch's tokens, so n_seqs <= max_batch_tokens;
      * allocated here because engine_forward allocates nothing */
     e->last_pos = xcalloc((size_t)e->cfg.max_batch_tokens, sizeof(*e->last_pos));
-    e->ops = &engine_backend_cpu_ops;
     err = e->ops->init(&e->cfg, &src, &e->ctx, errstr, errstr_len);
     if (err) {
         goto fail;
     }
+#ifdef HAVE_CUDA
+    if (e->ops == &engine_backend_cuda_ops) {
+        e->cfg.n_kv_blocks = engine_backend_cuda_kv_blocks(e->ctx);
+    }
+#endif
     *out = e;
     return 0;
 fail:

@@ -23,15 +23,29 @@ enum engine_backend_kind { ENGINE_BACKEND_AUTO = 0, ENGINE_BACKEND_CPU, ENGINE_B
 /* Parses "auto", "cpu" or "cuda". Returns 0 or -EINVAL. */
 int engine_backend_parse(const char *name, enum engine_backend_kind *out);
 
+struct engine_config;
+
+/* Parses a device: "cpu", "auto", "cuda" (the first GPU) or "cuda:N", setting cfg->backend and
+ * cfg->cuda_device. Returns 0 or -EINVAL. */
+int engine_device_parse(const char *name, struct engine_config *cfg);
+
+/* CUDA devices usable by this build: 0 without CUDA, without a driver, or without a GPU. */
+int engine_cuda_device_count(void);
+
 /* Engine options. Plain data; fill with engine_config_default first. */
 struct engine_config {
-    enum engine_backend_kind backend; /* AUTO: CUDA when built and a GPU is present, else CPU */
+    enum engine_backend_kind backend; /* AUTO or CUDA: CUDA when built and a GPU is present,
+                                       * else the CPU (one WARN line says so) */
     int n_threads;                    /* CPU threads, 0 = one per online CPU */
     int32_t max_batch_tokens;         /* most tokens in one engine_forward (default 512) */
     int32_t max_outputs;              /* most logits rows in one engine_forward (default 512) */
     int32_t kv_block_size;            /* tokens per KV block (default 16) */
     int32_t n_kv_blocks;              /* blocks in the pool; 0 = 4 full contexts' worth */
     int32_t max_ctx; /* longest sequence; 0 = the model's max_position_embeddings */
+    int cuda_device; /* the GPU for backend CUDA (default 0) */
+    /* CUDA: the share of the device's memory the engine may hold (weights, scratch and KV
+     * pool); with n_kv_blocks 0 the KV pool takes what is left of it (default 0.9) */
+    float gpu_mem_fraction;
 };
 
 void engine_config_default(struct engine_config *cfg);

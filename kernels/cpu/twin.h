@@ -12,6 +12,7 @@
 #ifndef KERNELS_CPU_TWIN_H
 #define KERNELS_CPU_TWIN_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -144,6 +145,12 @@ struct kern_sample_params {
  * The same parameters and logits give the same token on any batch. */
 void kern_cpu_sample(const float *logits, int32_t n_rows, int32_t n_vocab,
                      const struct kern_sample_params *p, int32_t *tokens);
+
+/* Random weights for benchmarks (a model made on the device): element i of dst [n] is
+ * offset + scale * (2 w / 2^32 - 1), w the first word of Philox of counter (i, 0) under the key
+ * seed; rounded to bf16, or kept in f32. */
+void kern_cpu_fill_random_bf16(uint16_t *dst, size_t n, uint64_t seed, float offset, float scale);
+void kern_cpu_fill_random_f32(float *dst, size_t n, uint64_t seed, float offset, float scale);
 
 #ifdef __cplusplus
 }

@@ -107,8 +107,8 @@ REPLAY_BINS := $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 BENCH_SRCS  := $(wildcard bench/*.c)
 BENCH_BINS  := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all test test-unit test-fuzz test-cli test-kernels demo fuzz bench clean format \
-        format-check tidy
+.PHONY: all test test-unit test-fuzz test-cli test-kernels test-integration demo fuzz bench clean \
+        format format-check tidy
 
 all: $(BINDIR)/judged $(BINDIR)/judgectl
 
@@ -159,7 +159,7 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(LDFLAGS_ALL) $(LDLIBS_ALL)
 
-test: test-unit test-kernels test-fuzz test-cli
+test: test-unit test-kernels test-fuzz test-cli test-integration
 
 test-unit: $(UNIT_BINS)
 	@tests/run_unit.sh $(UNIT_BINS)
@@ -172,6 +172,11 @@ test-fuzz: $(REPLAY_BINS)
 
 test-cli: $(BINDIR)/judged $(BINDIR)/judgectl
 	@tests/cli/run.sh $(BINDIR)
+
+# Redis protocol and judgectl tests; each starts its own redis-server (needs redis-server and
+# python3-redis, no network).
+test-integration: $(BINDIR)/judged $(BINDIR)/judgectl
+	@tests/integration/run.sh $(BINDIR)
 
 demo: $(BINDIR)/judgectl $(BINDIR)/judged
 	@tools/demo.sh $(BINDIR)

@@ -3,7 +3,7 @@
  * the bound, and SKIPs where no GPU is present (or without nvcc).
  *
  * Bounds (c = the CPU twin's value):
- *   embed, rows_gather, the residual stream of add_rmsnorm: exact
+ *   embed, rows_gather, fill, the residual stream of add_rmsnorm: exact
  *   add_rmsnorm and silu_mul outputs (bf16):          |gpu - c| <= 2^-7 |c| + 1e-6 (one bf16 step)
  *   rope_kv q (fp32, positions < 4096):               |gpu - c| <= 1e-3 (angle = pos * inv_freq
  *                                                     amplifies a 1-ulp inv_freq difference)
@@ -410,6 +410,33 @@ static void test_attention(void **state)
     check_attention(1, 32, 8, 128, 48, dq, dp);
 }
 
+static void test_fill_random(void **state)
+{
+    (void)state;
+    if (!gpu_present()) {
+        skip();
+    }
+    enum { N = 1 << 20 };
+    uint16_t *c16 = malloc(N * 2), *g16 = malloc(N * 2), *d16;
+    float *c32 = malloc(N * 4), *g32 = malloc(N * 4), *d32;
+    assert_int_equal(cudaMalloc((void **)&d16, N * 2), cudaSuccess);
+    assert_int_equal(cudaMalloc((void **)&d32, N * 4), cudaSuccess);
+    kern_cpu_fill_random_bf16(c16, N, 77, 0.0f, 0.02f);
+    kern_cpu_fill_random_f32(c32, N, 78, 1.0f, 0.1f);
+    assert_int_equal(kern_cuda_fill_random_bf16(d16, N, 77, 0.0f, 0.02f, NULL), 0);
+    assert_int_equal(kern_cuda_fill_random_f32(d32, N, 78, 1.0f, 0.1f, NULL), 0);
+    down(g16, d16, N * 2);
+    down(g32, d32, N * 4);
+    assert_true(excess_bf16("fill_bf16", "1M", g16, c16, N, 0, 1e-30) <= 1.0);
+    assert_true(excess_f32("fill_f32", "1M", g32, c32, N, 0, 1e-30) <= 1.0);
+    cudaFree(d16);
+    cudaFree(d32);
+    free(c16);
+    free(g16);
+    free(c32);
+    free(g32);
+}
+
 static void test_sample(void **state)
 {
     (void)state;
@@ -486,6 +513,11 @@ static void test_attention(void **state)
     (void)state;
     skip();
 }
+static void test_fill_random(void **state)
+{
+    (void)state;
+    skip();
+}
 static void test_sample(void **state)
 {
     (void)state;
@@ -496,11 +528,9 @@ static void test_sample(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_embed_rows_gather),
-        cmocka_unit_test(test_add_rmsnorm_silu_mul),
-        cmocka_unit_test(test_rope_kv_write),
-        cmocka_unit_test(test_attention),
-        cmocka_unit_test(test_sample),
+        cmocka_unit_test(test_embed_rows_gather), cmocka_unit_test(test_add_rmsnorm_silu_mul),
+        cmocka_unit_test(test_rope_kv_write),     cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_fill_random),       cmocka_unit_test(test_sample),
     };
     return cmocka_run_group_tests_name("gpu_kernels", tests, NULL, NULL);
 }

@@ -107,7 +107,7 @@ REPLAY_BINS := $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 BENCH_SRCS  := $(wildcard bench/*.c)
 BENCH_BINS  := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all test test-unit test-fuzz test-cli test-kernels test-integration demo fuzz bench clean \
+.PHONY: all test test-unit test-fuzz test-cli test-kernels test-integration test-faults demo fuzz bench clean \
         format format-check tidy
 
 all: $(BINDIR)/judged $(BINDIR)/judgectl
@@ -159,7 +159,7 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(LDFLAGS_ALL) $(LDLIBS_ALL)
 
-test: test-unit test-kernels test-fuzz test-cli test-integration
+test: test-unit test-kernels test-fuzz test-cli test-integration test-faults
 
 test-unit: $(UNIT_BINS)
 	@tests/run_unit.sh $(UNIT_BINS)
@@ -177,6 +177,12 @@ test-cli: $(BINDIR)/judged $(BINDIR)/judgectl
 # python3-redis, no network).
 test-integration: $(BINDIR)/judged $(BINDIR)/judgectl
 	@tests/integration/run.sh $(BINDIR)
+
+# Fault tests: real judged daemons and redis-servers, killed, paused, drained and restarted
+# (tests/faults/test_faults.py). FAULTS=quick runs the subset used under the sanitizers.
+FAULTS ?= full
+test-faults: $(BINDIR)/judged $(BINDIR)/judgectl
+	@JUDGED_FAULTS=$(FAULTS) tests/faults/run.sh $(BINDIR)
 
 demo: $(BINDIR)/judgectl $(BINDIR)/judged
 	@tools/demo.sh $(BINDIR)

@@ -20,6 +20,7 @@ local EVENTS_MAXLEN = 100000
 local DONE_TTL_S = 7 * 24 * 3600 -- finished job hashes expire after a week (dead ones never)
 local PROMOTE_LIMIT = 100 -- delayed jobs promoted per claim
 local CLAIM_SCAN_LIMIT = 1000 -- stale ready entries dropped per claim
+local SWEEP_CANCEL_EAGER = 20000 -- shards gq_sweep_cancel cancels at once
 
 local function fail(msg)
   return redis.error_reply('ERR gq: ' .. msg)
@@ -108,7 +109,7 @@ local function maybe_fanin(P, sid, now)
     local prio = tonumber(s[6]) or 0
     local seq = redis.call('INCR', P .. 'seq')
     redis.call('HSET', job_key(P, ajid), 'state', 'queued', 'queue', s[5], 'prio', prio, 'seq',
-               seq, 'payload', '{"kind":"aggregate","sweep":"' .. sid .. '"}', 'attempts', 0,
+               seq, 'payload', cjson.encode({ kind = 'aggregate', sweep = sid }), 'attempts', 0,
                'max_attempts', 5, 'stalls', 0, 'interrupts', 0, 'run_budget_ms', 0, 'sweep', '',
                'shard', '', 'agg_of', sid, 'created_ms', now)
     redis.call('ZADD', ready_key(P, s[5]), ready_score(prio, seq), ajid)
@@ -153,6 +154,15 @@ local function finish_failed(P, jid, job, state, reason, now)
   end
   if job.sweep ~= nil and job.sweep ~= '' then
     shard_terminal(P, job.sweep, tonumber(job.shard), nil, state .. ': ' .. reason, now)
+  elseif job.agg_of ~= nil and job.agg_of ~= '' then
+    -- a sweep whose aggregate cannot run ends without one (gq_dlq_retry runs it again)
+    local sk = sweep_key(P, job.agg_of)
+    if redis.call('HGET', sk, 'agg_job') == jid and
+        redis.call('HGET', sk, 'state') == 'aggregating' then
+      redis.call('HSET', sk, 'state', 'done', 'agg_error', state .. ': ' .. reason,
+                 'finished_ms', now)
+      emit(P, now, 'sweep_done', job.agg_of, 'agg_error', reason)
+    end
   end
   emit(P, now, state, jid, 'reason', reason)
 end
@@ -271,6 +281,9 @@ local function gq_sweep_create(keys, args)
   if expected == nil then return fail('expected: an integer 1..1e8') end
   if args[4] ~= '' and not id_ok(args[4]) then return fail('agg_queue: bad queue name') end
   if agg_prio == nil then return fail('agg_prio: an integer 0..' .. MAX_PRIO) end
+  if args[7] ~= nil and #args[7] > MAX_PAYLOAD then
+    return fail('labels: larger than ' .. MAX_PAYLOAD .. ' bytes')
+  end
   local sk = sweep_key(P, sid)
   if redis.call('EXISTS', sk) == 1 then
     return { 'dup', redis.call('HGET', sk, 'state') }
@@ -280,7 +293,6 @@ local function gq_sweep_create(keys, args)
              'agg_queue', args[4], 'agg_prio', agg_prio, 'meta', args[6] or '', 'created_ms', now,
              'round', 0)
   if args[7] ~= nil and args[7] ~= '' then
-    if #args[7] > MAX_PAYLOAD then return fail('labels: larger than ' .. MAX_PAYLOAD) end
     redis.call('SET', sk .. ':labels', args[7])
   end
   redis.call('ZADD', P .. 'sweeps', now, sid)
@@ -360,7 +372,6 @@ local function gq_claim(keys, args)
               redis.call('ZADD', P .. 'budgets', now + budget, jid)
             end
             redis.call('SET', P .. 'tok:' .. token, jid, 'PX', 4 * lease)
-            redis.call('HSET', P .. 'worker:' .. wid, 'job', jid)
             emit(P, now, 'claimed', jid, 'wid', wid, 'attempt', attempts)
             local r = redis.call('HMGET', jk, 'payload', 'checkpoint')
             return { jid, r[1] or '', tostring(attempts), r[2] or '', queue, job.sweep,
@@ -429,9 +440,12 @@ local function gq_complete(keys, args)
     end
   elseif job.agg_of ~= nil and job.agg_of ~= '' then
     local sk = sweep_key(P, job.agg_of)
-    if redis.call('HGET', sk, 'agg_job') == jid then
+    if redis.call('HGET', sk, 'agg_job') == jid and
+        redis.call('HGET', sk, 'state') == 'aggregating' then
       redis.call('HSET', sk, 'state', 'done', 'agg', result, 'finished_ms', now)
       emit(P, now, 'sweep_done', job.agg_of)
+    else
+      redis.call('HSET', jk, 'result', result) -- a cancelled sweep keeps its state
     end
   else
     redis.call('HSET', jk, 'result', result)
@@ -552,8 +566,10 @@ local function gq_sweep_cancel(keys, args)
   if s[1] == 'done' or s[1] == 'cancelled' then return { 'dup', s[1] } end
   local now = now_ms()
   redis.call('HSET', sk, 'state', 'cancelled', 'finished_ms', now)
+  -- at most SWEEP_CANCEL_EAGER shards are cancelled here; the queued rest of a larger sweep
+  -- are dropped when a claim pops them
   local n = 0
-  for i = 0, tonumber(s[2]) - 1 do
+  for i = 0, math.min(tonumber(s[2]), SWEEP_CANCEL_EAGER) - 1 do
     local jid = sid .. ':' .. i
     local job = load_job(P, jid)
     if job ~= nil and (job.state == 'queued' or job.state == 'delayed') then
@@ -779,7 +795,8 @@ local function gq_schedule_remove(keys, args)
   if e then return fail(e) end
   local P, name = args[1], args[2]
   if redis.call('SREM', P .. 'schedules', name) == 0 then return { 'dup' } end
-  redis.call('DEL', P .. 'sched:' .. name, P .. 'sched:' .. name .. ':shards')
+  redis.call('DEL', P .. 'sched:' .. name, P .. 'sched:' .. name .. ':shards',
+             P .. 'sched:' .. name .. ':labels')
   emit(P, now_ms(), 'schedule_removed', name)
   return { 'ok' }
 end
@@ -809,11 +826,19 @@ local function gq_schedule_fire(keys, args)
   local sk = sweep_key(P, sid)
   if redis.call('EXISTS', sk) == 1 then return fail('sweep ' .. sid .. ' already exists') end
   local n = tonumber(s[2])
+  if redis.call('HLEN', hk .. ':shards') ~= n then
+    return fail('schedule ' .. name .. ': ' .. n .. ' shard payloads expected in ' .. hk ..
+                ':shards')
+  end
   redis.call('HSET', hk, 'last_due_ms', due, 'last_sweep', sid)
   redis.call('HSET', sk, 'state', 'sealed', 'expected', n, 'ok', 0, 'failed', 0, 'agg_queue',
              args[9], 'agg_prio', prio, 'meta', s[3], 'created_ms', now, 'sealed_ms', now,
              'round', 0, 'schedule', name)
   redis.call('ZADD', P .. 'sweeps', now, sid)
+  local labels = redis.call('GET', hk .. ':labels')
+  if labels then
+    redis.call('SET', sk .. ':labels', labels)
+  end
   for i = 0, n - 1 do
     local payload = redis.call('HGET', hk .. ':shards', tostring(i))
     local jid = sid .. ':' .. i

@@ -180,9 +180,11 @@ test-integration: $(BINDIR)/judged $(BINDIR)/judgectl
 
 # Fault tests: real judged daemons and redis-servers, killed, paused, drained and restarted
 # (tests/faults/test_faults.py). FAULTS=quick runs the subset used under the sanitizers.
+# FAULTS_ONLY names a subset of the tests (unittest names).
 FAULTS ?= full
+FAULTS_ONLY ?=
 test-faults: $(BINDIR)/judged $(BINDIR)/judgectl
-	@JUDGED_FAULTS=$(FAULTS) tests/faults/run.sh $(BINDIR)
+	@JUDGED_FAULTS=$(FAULTS) tests/faults/run.sh $(BINDIR) $(FAULTS_ONLY)
 
 demo: $(BINDIR)/judgectl $(BINDIR)/judged
 	@tools/demo.sh $(BINDIR)

@@ -3,7 +3,8 @@
  *
  * On x86-64 with GCC, KERN_CPU_CLONES builds an "x86-64-v3" (AVX2, FMA) copy of a function next
  * to the baseline one and picks it at load time. Not under clang (target_clones with ifuncs
- * breaks its sanitizer builds) nor under ASan. Vectors never cross a call: clang rejects
+ * breaks its sanitizer builds) nor under ASan or TSan (an instrumented ifunc resolver runs
+ * before the sanitizer's runtime is up). Vectors never cross a call: clang rejects
  * AVX-sized values passed to or returned from baseline functions, so loads and stores are macros
  * and the lane sum takes a pointer. */
 #ifndef KERNELS_CPU_SIMD_H
@@ -12,7 +13,7 @@
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-    !defined(__SANITIZE_ADDRESS__)
+    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 #define KERN_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define KERN_CPU_CLONES

@@ -35,7 +35,7 @@ NS = "ft"
 P = NS + ":{judge}:"
 QUICK = os.environ.get("JUDGED_FAULTS") == "quick"  # the subset run under the sanitizers
 N_SAMPLES = 200  # the end-to-end sweep
-N_SMALL = 40  # the fault sweeps: the first 40 samples, same positions, same oracle records
+N_SMALL = 12 if QUICK else 40  # the fault sweeps: the first samples, same oracle records
 
 
 def free_port():
@@ -129,7 +129,10 @@ class Env:
         if self.redis_proc and self.redis_proc.poll() is None:
             self.redis_proc.send_signal(signal.SIGKILL)
             self.redis_proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if os.environ.get("JUDGED_FAULTS_KEEP"):
+            print(f"kept {self.dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def ctl(self, *args, check=True):
         env = dict(os.environ, JUDGED_REDIS=f"redis://127.0.0.1:{self.port}")
@@ -165,6 +168,7 @@ def oracle():
         spec = write_spec(d, "oracle", N_SMALL if QUICK else N_SAMPLES)
         out = os.path.join(d, "out.jsonl")
         p = subprocess.run([os.path.join(BINDIR, "judgectl"), "run", spec, "--context", "2048",
+                            "--threads", "1",
                             "-o", out], capture_output=True, timeout=600)
         assert p.returncode == 0, p.stderr.decode()[-1000:]
         for line in slurp(out).decode().splitlines(keepends=True):
@@ -329,6 +333,7 @@ class FaultTests(unittest.TestCase):
         p = self.env.ctl("dlq", "list")
         self.assertIn(b"bad:0", p.stdout)
 
+    @unittest.skipIf(QUICK, "plain build only")
     def test_f_redis_kill9_and_restart(self):
         spec = write_spec(self.env.dir, "rk", N_SMALL)
         self.submit(spec, "rk")

@@ -123,6 +123,23 @@ struct daemon {
     int64_t t_start_ms;
 };
 
+/* One Redis connection with reconnect backoff. Plain data: zero it, set who, timeout_ms (0: the
+ * config's), backoff_base_ms and backoff_cap_ms. Owned by one thread. */
+struct daemon_redis {
+    const char *who; /* "redis (worker)", "redis (heartbeat)": log prefix */
+    int timeout_ms;
+    int64_t backoff_base_ms, backoff_cap_ms;
+    struct gq *g; /* NULL while disconnected */
+    int failures;
+    int64_t next_connect_ms;
+};
+
+/* Connects when disconnected and the backoff allows. Returns true when connected. */
+bool daemon_redis_ready(struct daemon *d, struct daemon_redis *r);
+
+/* Drops the connection after a transport error in `what`; the next ready() reconnects. */
+void daemon_redis_broken(struct daemon *d, struct daemon_redis *r, const char *what);
+
 /* Monotonic milliseconds. */
 int64_t daemon_now_ms(void);
 

@@ -50,48 +50,20 @@ void daemon_lease_remove(struct daemon *d, int slot)
 
 struct hb {
     struct daemon *d;
-    struct gq *g;
-    int failures;
-    int64_t next_connect_ms;
+    struct daemon_redis r;
+    struct gq *g; /* r.g */
 };
 
 static bool hb_ready(struct hb *h)
 {
-    if (h->g) {
-        return true;
-    }
-    int64_t now = daemon_now_ms();
-    if (now < h->next_connect_ms) {
-        return false;
-    }
-    const struct daemon_config *c = &h->d->cfg;
-    struct gq_config gc;
-    gq_config_default(&gc);
-    gc.url = c->redis_url;
-    gc.password_file = c->redis_password_file;
-    gc.ns = c->redis_namespace;
-    gc.family = c->redis_family;
-    /* a heartbeat that takes longer than the margin is as good as lost */
-    gc.timeout_ms =
-        (int)(c->heartbeat_ms < c->redis_timeout_ms ? c->heartbeat_ms : c->redis_timeout_ms);
-    char errstr[ERRSTR_LEN];
-    if (gq_connect(&gc, &h->g, errstr, sizeof(errstr)) != 0) {
-        h->failures++;
-        h->next_connect_ms = now + 50 + gq_backoff_ms(h->failures, 100, 2000);
-        if (h->failures == 1 || h->failures % 20 == 0) {
-            log_warn("redis: %s", errstr);
-        }
-        return false;
-    }
-    h->failures = 0;
-    return true;
+    bool up = daemon_redis_ready(h->d, &h->r);
+    h->g = h->r.g;
+    return up;
 }
 
 static void hb_broken(struct hb *h, const char *what)
 {
-    log_warn("redis: %s failed: %s", what, gq_errstr(h->g));
-    atomic_fetch_add(&h->d->m.redis_errors, 1);
-    gq_destroy(h->g);
+    daemon_redis_broken(h->d, &h->r, what);
     h->g = NULL;
 }
 
@@ -265,7 +237,16 @@ static void hb_schedules(struct hb *h)
 static void *hb_main(void *arg)
 {
     struct daemon *d = arg;
+    /* a heartbeat that takes longer than its interval is as good as lost */
     struct hb h = { .d = d };
+    h.r = (struct daemon_redis){
+        .who = "redis (heartbeat)",
+        .timeout_ms =
+            (int)(d->cfg.heartbeat_ms < d->cfg.redis_timeout_ms ? d->cfg.heartbeat_ms
+                                                                : d->cfg.redis_timeout_ms),
+        .backoff_base_ms = 100,
+        .backoff_cap_ms = 2000,
+    };
     int64_t next_hb = 0, next_reap = 0, next_reg = 0, next_sched = 0;
     while (!atomic_load(&d->hb_stop)) {
         int64_t now = daemon_now_ms();
@@ -296,7 +277,7 @@ static void *hb_main(void *arg)
         }
         usleep(10000);
     }
-    gq_destroy(h.g);
+    gq_destroy(h.r.g);
     return NULL;
 }
 

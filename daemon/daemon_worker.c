@@ -64,9 +64,8 @@ struct dw_shard {
 
 struct dw {
     struct daemon *d;
-    struct gq *g; /* NULL while disconnected */
-    int64_t next_connect_ms;
-    int connect_failures;
+    struct daemon_redis r;
+    struct gq *g; /* r.g: NULL while disconnected */
     struct dw_model *models[DAEMON_MAX_MODELS];
     int n_models;
     struct dw_shard *shards; /* [cfg.max_shards] */
@@ -85,53 +84,19 @@ int64_t daemon_now_ms(void)
 
 /* ---- Redis connection ------------------------------------------------------------------------ */
 
-static void dw_redis_broken(struct dw *w, const char *what)
-{
-    struct daemon *d = w->d;
-    log_warn("redis: %s failed: %s; reconnecting", what, w->g ? gq_errstr(w->g) : "-");
-    atomic_fetch_add(&d->m.redis_errors, 1);
-    atomic_store(&d->m.redis_up, false);
-    gq_destroy(w->g);
-    w->g = NULL;
-    w->next_connect_ms = daemon_now_ms();
-}
-
-/* Connects when disconnected and the backoff allows. Returns true when connected. */
 static bool dw_redis_ready(struct dw *w)
 {
-    if (w->g) {
-        return true;
-    }
-    int64_t now = daemon_now_ms();
-    if (now < w->next_connect_ms) {
-        return false;
-    }
-    const struct daemon_config *c = &w->d->cfg;
-    struct gq_config gc;
-    gq_config_default(&gc);
-    gc.url = c->redis_url;
-    gc.password_file = c->redis_password_file;
-    gc.ns = c->redis_namespace;
-    gc.family = c->redis_family;
-    gc.timeout_ms = c->redis_timeout_ms;
-    char errstr[ERRSTR_LEN];
-    if (gq_connect(&gc, &w->g, errstr, sizeof(errstr)) != 0) {
-        w->connect_failures++;
-        int64_t wait = gq_backoff_ms(w->connect_failures, 200, 10000);
-        if (wait < 100) {
-            wait = 100;
-        }
-        w->next_connect_ms = now + wait;
-        log_warn("redis: %s (retry in %lld ms)", errstr, (long long)wait);
-        return false;
-    }
-    if (w->connect_failures > 0) {
-        atomic_fetch_add(&w->d->m.reconnects, 1);
-        log_info("redis: connected again after %d failed attempts", w->connect_failures);
-    }
-    w->connect_failures = 0;
-    atomic_store(&w->d->m.redis_up, true);
-    return true;
+    bool up = daemon_redis_ready(w->d, &w->r);
+    w->g = w->r.g;
+    atomic_store(&w->d->m.redis_up, up);
+    return up;
+}
+
+static void dw_redis_broken(struct dw *w, const char *what)
+{
+    daemon_redis_broken(w->d, &w->r, what);
+    w->g = NULL;
+    atomic_store(&w->d->m.redis_up, false);
 }
 
 /* ---- models ---------------------------------------------------------------------------------- */
@@ -854,6 +819,9 @@ static int dw_n_shards(const struct dw *w)
 int daemon_worker_run(struct daemon *d)
 {
     struct dw w = { .d = d };
+    w.r = (struct daemon_redis){ .who = "redis (worker)",
+                                 .backoff_base_ms = 200,
+                                 .backoff_cap_ms = 10000 };
     w.shards = xcalloc((size_t)d->cfg.max_shards, sizeof(*w.shards));
     for (int i = 0; i < d->cfg.max_shards; i++) {
         w.shards[i].lease_slot = -1;
@@ -917,7 +885,7 @@ int daemon_worker_run(struct daemon *d)
         dw_model_destroy(w.models[i]);
     }
     free(w.shards);
-    gq_destroy(w.g);
+    gq_destroy(w.r.g);
     log_info("drained; exiting");
     return 0;
 }

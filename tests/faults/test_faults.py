@@ -383,6 +383,28 @@ class FaultTests(unittest.TestCase):
             self.assertEqual(line, oracle()[json.loads(line)["idx"]])
 
     @unittest.skipIf(QUICK, "plain build only")
+    def test_h2_cancel_as_claims_start(self):
+        """A sweep cancelled while the daemons are claiming its first shards."""
+        spec = write_spec(self.env.dir, "cc", N_SMALL, shard_size=2)
+        self.submit(spec, "cc")
+        self.env.start_daemon("a")
+        self.env.start_daemon("b")
+        wait_for(lambda: self.running_jobs("cc"), 60, "the first claims")
+        self.env.ctl("cancel", "cc")
+        wait_for(lambda: not self.running_jobs("cc"), 30, "running shards to stop")
+        time.sleep(0.5)
+        sw = self.h("sweep:cc")
+        self.assertEqual(sw["state"], "cancelled")
+        self.assertEqual(int(sw["ok"]) + int(sw["failed"]), int(sw["expected"]))
+        for i in range(int(sw["expected"])):
+            self.assertIn(self.env.r.hget(P + f"job:cc:{i}", "state"),
+                          (b"succeeded", b"cancelled"))
+        self.assertFalse(self.env.r.exists(P + "job:agg:cc:1"))
+        self.assertEqual(self.env.r.zcard(P + "leases"), 0)
+        log = self.env.log("a") + self.env.log("b")
+        self.assertRegex(log, r"stopped: cancel 'sweep'|lease lost")
+
+    @unittest.skipIf(QUICK, "plain build only")
     def test_i_every_shard_done_before_seal(self):
         """Shards that finish before their sweep is sealed cannot fire fan-in early."""
         spec = write_spec(self.env.dir, "src", N_SMALL // 2)

@@ -231,9 +231,9 @@ static int cfg_engine(const struct cfg_ctx *ctx, const json_t *root, struct daem
         (err = cfg_int(ctx, s, "engine", "max_models", 1, 64, 2, &v[5]))) {
         return err;
     }
-    if (strcmp(cfg->devices, "cpu") != 0 && strcmp(cfg->devices, "auto") != 0 &&
+    if (strncmp(cfg->devices, "cpu", 3) != 0 && strcmp(cfg->devices, "auto") != 0 &&
         strncmp(cfg->devices, "cuda", 4) != 0) {
-        return cfg_err(ctx, "engine.devices", "expected cpu, auto or cuda[:N,...]");
+        return cfg_err(ctx, "engine.devices", "expected cpu, cpu:N, auto, cuda or cuda:N,...");
     }
     cfg->threads = (int)v[0];
     cfg->context = (int32_t)v[1];

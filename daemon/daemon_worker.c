@@ -1,11 +1,13 @@
-/* daemon_worker.c - the engine thread of judged: claims shard jobs while the schedulers are below
- * their watermark, renders and tokenizes each shard's prompts, feeds every request to the
- * scheduler of its model, steps the schedulers, and commits each finished shard in one fenced
- * call. Aggregate jobs (a sweep's fan-in) merge the shard results and compute the metrics.
+/* daemon_worker.c - the main thread of judged's worker: claims shard jobs while some device is
+ * below its watermark of queued prompt tokens, parses each and hands it to the least loaded
+ * device (daemon_device.c runs it), and turns the devices' outcomes into Redis calls: a finished
+ * shard is committed in one fenced call, a failed attempt is failed (retried with jittered
+ * backoff, dead after max_attempts), a stopped one is acknowledged or released. Aggregate jobs
+ * (a sweep's fan-in) run here: they merge the shard results and compute the metrics.
  *
  * Reliability rules (research/queues.md §7):
  * - a shard whose lease is lost (heartbeat said lost, or could not renew before the deadline:
- *   self-fencing) is cancelled and its results are discarded, never committed;
+ *   self-fencing) is stopped and its results are discarded, never committed;
  * - a commit whose reply is lost (Redis went away) is retried identically after reconnecting:
  *   gq_complete answers ok, dup or lost, never a double count;
  * - a drain (SIGTERM) stops claiming, lets shards finish within drain_grace_ms, and hands the
@@ -13,16 +15,15 @@
  *   next attempt skips;
  * - a bad payload fails its job for good; a missing model or an engine failure fails the attempt
  *   (retried with jittered backoff, dead after max_attempts). */
+#include "daemon/daemon_worker.h"
+
 #include "common/log.h"
 #include "common/util.h"
 #include "common/xmalloc.h"
 #include "daemon/daemon.h"
-#include "engine/engine.h"
-#include "engine/tokenizer.h"
 #include "jobs/eval.h"
 #include "jobs/job.h"
 #include "jobs/judge.h"
-#include "scheduler/sched.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -34,46 +35,6 @@
 
 #undef LOG_MODULE
 #define LOG_MODULE "worker"
-
-struct dw_model {
-    char *path;
-    struct tok *tok;
-    struct engine *e;
-    struct sched *s;
-    struct judge_token_probs *probs; /* [max_ctx] */
-    int n_shards;
-    int64_t last_used_ms;
-};
-
-struct dw_shard {
-    bool used;
-    int lease_slot;
-    uint64_t sched_job;
-    struct gq_claimed claim;
-    struct job_spec *spec;
-    struct judge_job *job;
-    struct dw_model *model;
-    size_t n_req, next_req, n_done;
-    int64_t queued_tokens; /* prompt tokens submitted and not finished */
-    char *ckpt;            /* result lines carried over from earlier attempts */
-    size_t ckpt_len;
-    char *result; /* set when every request is done; committed next */
-    size_t result_len;
-    int64_t t_start_ms;
-};
-
-struct dw {
-    struct daemon *d;
-    struct daemon_redis r;
-    struct gq *g; /* r.g: NULL while disconnected */
-    struct dw_model *models[DAEMON_MAX_MODELS];
-    int n_models;
-    struct dw_shard *shards; /* [cfg.max_shards] */
-    uint64_t next_sched_job;
-    int64_t next_claim_ms;
-    int64_t drain_deadline_ms;
-    int64_t watchdog_ms, next_watchdog_ms;
-};
 
 int64_t daemon_now_ms(void)
 {
@@ -99,134 +60,6 @@ static void dw_redis_broken(struct dw *w, const char *what)
     atomic_store(&w->d->m.redis_up, false);
 }
 
-/* ---- models ---------------------------------------------------------------------------------- */
-
-static void dw_model_destroy(struct dw_model *m)
-{
-    if (!m) {
-        return;
-    }
-    sched_destroy(m->s);
-    engine_destroy(m->e);
-    tok_destroy(m->tok);
-    free(m->probs);
-    free(m->path);
-    free(m);
-}
-
-/* Opens a model with the configured limits: the KV pool from kv_mib, at most max_seqs full
- * contexts. */
-static int dw_model_open(const struct daemon_config *c, const char *path, struct dw_model **out,
-                         char *errstr, size_t errstr_len)
-{
-    struct model_config mc;
-    char *cfg_path = path_join(path, "config.json");
-    int err = model_config_load(cfg_path, &mc, errstr, errstr_len);
-    free(cfg_path);
-    if (err) {
-        return err;
-    }
-    struct engine_config ec;
-    engine_config_default(&ec);
-    if (strcmp(c->devices, "cpu") == 0) {
-        ec.backend = ENGINE_BACKEND_CPU;
-    } else if (engine_backend_parse(strncmp(c->devices, "cuda", 4) == 0 ? "cuda" : "auto",
-                                    &ec.backend) != 0) {
-        ec.backend = ENGINE_BACKEND_AUTO;
-    }
-    ec.n_threads = c->threads;
-    ec.max_batch_tokens = c->max_batch_tokens;
-    ec.max_outputs = c->max_seqs;
-    ec.max_ctx = c->context > 0 ? c->context : mc.max_pos;
-    size_t block_bytes = 2u * (size_t)mc.n_layers * (size_t)ec.kv_block_size *
-                         (size_t)mc.n_kv_heads * (size_t)mc.head_dim * sizeof(float);
-    int64_t want = (int64_t)c->kv_mib * 1024 * 1024 / (int64_t)block_bytes;
-    int64_t cap = (int64_t)c->max_seqs * ((ec.max_ctx + ec.kv_block_size - 1) / ec.kv_block_size);
-    ec.n_kv_blocks = (int32_t)(want < cap ? want : cap);
-    struct dw_model *m = xcalloc(1, sizeof(*m));
-    m->path = xstrdup(path);
-    if ((err = tok_load_dir(path, &m->tok, errstr, errstr_len)) != 0 ||
-        (err = engine_open(path, NULL, &ec, &m->e, errstr, errstr_len)) != 0) {
-        dw_model_destroy(m);
-        return err;
-    }
-    struct sched_config sc;
-    sched_config_default(&sc);
-    sc.max_batched_tokens = c->max_batch_tokens;
-    sc.max_seqs = c->max_seqs;
-    if ((err = sched_create(&sc, m->e, m->tok, &m->s)) != 0) {
-        errstr_set(errstr, errstr_len, "%s: cannot create the scheduler", path);
-        dw_model_destroy(m);
-        return err;
-    }
-    m->probs = xcalloc((size_t)engine_get_config(m->e)->max_ctx, sizeof(*m->probs));
-    log_info("model %s loaded: %s backend, context %d, KV pool of %d blocks", path,
-             engine_backend_name(m->e), (int)engine_get_config(m->e)->max_ctx, (int)ec.n_kv_blocks);
-    *out = m;
-    return 0;
-}
-
-/* The loaded model for a directory, loading it (and unloading an idle one past max_models). */
-static int dw_model_get(struct dw *w, const char *path, struct dw_model **out, char *errstr,
-                        size_t errstr_len)
-{
-    for (int i = 0; i < w->n_models; i++) {
-        if (strcmp(w->models[i]->path, path) == 0) {
-            *out = w->models[i];
-            return 0;
-        }
-    }
-    if (w->n_models >= w->d->cfg.max_models) {
-        int victim = -1;
-        for (int i = 0; i < w->n_models; i++) {
-            if (w->models[i]->n_shards == 0 &&
-                (victim < 0 || w->models[i]->last_used_ms < w->models[victim]->last_used_ms)) {
-                victim = i;
-            }
-        }
-        if (victim < 0) {
-            return -EAGAIN; /* every loaded model is busy: try the shard later */
-        }
-        log_info("model %s unloaded (idle; max_models %d)", w->models[victim]->path,
-                 w->d->cfg.max_models);
-        dw_model_destroy(w->models[victim]);
-        w->models[victim] = w->models[--w->n_models];
-    }
-    struct dw_model *m;
-    int err = dw_model_open(&w->d->cfg, path, &m, errstr, errstr_len);
-    if (err) {
-        return err;
-    }
-    w->models[w->n_models++] = m;
-    *out = m;
-    return 0;
-}
-
-/* ---- shards ---------------------------------------------------------------------------------- */
-
-static void dw_shard_drop(struct dw *w, struct dw_shard *sh)
-{
-    if (sh->model) {
-        if (sh->next_req > sh->n_done) {
-            sched_cancel_job(sh->model->s, sh->sched_job);
-        }
-        sh->model->n_shards--;
-        sh->model->last_used_ms = daemon_now_ms();
-    }
-    if (sh->lease_slot >= 0) {
-        daemon_lease_remove(w->d, sh->lease_slot);
-    }
-    atomic_fetch_sub(&w->d->m.queued_tokens, sh->queued_tokens);
-    judge_job_destroy(sh->job);
-    job_spec_destroy(sh->spec);
-    gq_claimed_free(&sh->claim);
-    free(sh->ckpt);
-    free(sh->result);
-    memset(sh, 0, sizeof(*sh));
-    sh->lease_slot = -1;
-    atomic_fetch_sub(&w->d->m.shards_in_flight, 1);
-}
-
 /* The question_ids of a result blob (or checkpoint), for skipping judged samples. */
 static bool dw_ckpt_has(const char *ckpt, size_t len, int64_t qid)
 {
@@ -239,31 +72,6 @@ static bool dw_ckpt_has(const char *ckpt, size_t len, int64_t qid)
         p = end + 1;
     }
     return false;
-}
-
-/* The lines of every complete sample ("<qid>\t<record>\n"), after the carried-over ones. */
-static char *dw_shard_lines(const struct dw_shard *sh, size_t *len)
-{
-    char *buf = NULL;
-    size_t n = 0;
-    FILE *f = open_memstream(&buf, &n);
-    if (sh->ckpt_len) {
-        fwrite(sh->ckpt, 1, sh->ckpt_len, f);
-    }
-    size_t n_samples = sh->job ? judge_job_n_samples(sh->job) : 0;
-    for (size_t i = 0; i < n_samples; i++) {
-        size_t rec_len;
-        char *rec = judge_job_sample_record(sh->job, i, &rec_len);
-        if (rec) {
-            fprintf(f, "%lld\t", (long long)judge_job_sample(sh->job, i)->question_id);
-            fwrite(rec, 1, rec_len, f);
-            fputc('\n', f);
-            free(rec);
-        }
-    }
-    fclose(f);
-    *len = n;
-    return buf;
 }
 
 /* Fails the attempt of a claimed job (retryable: jittered backoff; else dead now). */
@@ -298,18 +106,38 @@ static void dw_fail(struct dw *w, const struct gq_claimed *c, const char *reason
     }
 }
 
-/* Commits a finished shard; keeps it for a retry when Redis is unreachable. */
-static void dw_shard_commit(struct dw *w, struct dw_shard *sh)
+/* ---- shards ---------------------------------------------------------------------------------- */
+
+/* Frees a shard that is back from its device (or never left). */
+static void dw_shard_free(struct dw *w, struct dw_shard *sh)
+{
+    if (sh->lease_slot >= 0) {
+        daemon_lease_remove(w->d, sh->lease_slot);
+    }
+    judge_job_destroy(sh->job);
+    judge_samples_free(sh->samples, sh->n_samples);
+    job_spec_destroy(sh->spec);
+    gq_claimed_free(&sh->claim);
+    free(sh->model_path);
+    free(sh->ckpt);
+    free(sh->result);
+    memset(sh, 0, sizeof(*sh));
+    sh->lease_slot = -1;
+    atomic_fetch_sub(&w->d->m.shards_in_flight, 1);
+}
+
+/* Commits a finished shard. Returns false when Redis is unreachable (retry later). */
+static bool dw_shard_commit(struct dw *w, struct dw_shard *sh)
 {
     struct daemon *d = w->d;
     if (!dw_redis_ready(w)) {
-        return;
+        return false;
     }
     enum gq_status st;
     int err = gq_complete(w->g, sh->claim.jid, sh->claim.token, sh->result, sh->result_len, &st);
     if (err == -EIO) {
         dw_redis_broken(w, "complete");
-        return; /* the identical call is repeated after reconnecting */
+        return false; /* the identical call is repeated after reconnecting */
     }
     if (err) {
         log_error("job %s: commit refused: %s", sh->claim.jid, gq_errstr(w->g));
@@ -326,159 +154,97 @@ static void dw_shard_commit(struct dw *w, struct dw_shard *sh)
         log_warn("job %s: commit refused, lease lost (%s); result discarded", sh->claim.jid,
                  gq_status_name(st));
     }
-    dw_shard_drop(w, sh);
+    return true;
 }
 
-/* Feeds the scheduler with the shard's next requests while it accepts them. */
-static void dw_shard_feed(struct dw *w, struct dw_shard *sh)
-{
-    struct dw_model *m = sh->model;
-    int32_t max_ctx = engine_get_config(m->e)->max_ctx;
-    while (sh->next_req < sh->n_req) {
-        const struct judge_request *r = judge_job_request(sh->job, sh->next_req);
-        struct sched_request_params p;
-        sched_request_params_default(&p);
-        p.tokens = r->tokens;
-        p.n_tokens = r->n_tokens;
-        p.sampling = r->sampling;
-        p.max_new_tokens = r->max_new_tokens;
-        const char *stop[1] = { r->stop };
-        p.stop = r->stop ? stop : NULL;
-        p.n_stop = r->stop ? 1 : 0;
-        p.n_logprobs = r->n_logprobs < SCHED_MAX_LOGPROBS ? r->n_logprobs : SCHED_MAX_LOGPROBS;
-        p.job_id = sh->sched_job;
-        p.priority = 0;
-        p.user = (void *)(uintptr_t)sh->next_req;
-        int err = sched_submit(m->s, &p, NULL);
-        if (err == -EAGAIN) {
-            return;
-        }
-        if (err) {
-            /* a prompt longer than the context or the KV pool: this sample's error record,
-             * worded as judgectl run words it */
-            char reason[128];
-            snprintf(reason, sizeof(reason), "%s (%zu prompt tokens, context %d)",
-                     err == -E2BIG ? "does not fit the KV pool" : "cannot be judged", r->n_tokens,
-                     (int)max_ctx);
-            judge_job_complete_error(sh->job, sh->next_req, reason);
-            sh->n_done++;
-        } else {
-            sh->queued_tokens += (int64_t)r->n_tokens;
-            atomic_fetch_add(&w->d->m.queued_tokens, (int64_t)r->n_tokens);
-        }
-        sh->next_req++;
-    }
-}
-
-static void dw_progress(struct dw *w, const struct dw_shard *sh)
-{
-    pthread_mutex_lock(&w->d->mu);
-    struct daemon_lease *l = &w->d->leases[sh->lease_slot];
-    l->done = (int64_t)sh->n_done;
-    l->total = (int64_t)sh->n_req;
-    pthread_mutex_unlock(&w->d->mu);
-}
-
-/* When every request is done: the result blob, ready to commit. */
-static void dw_shard_check_done(struct dw *w, struct dw_shard *sh)
-{
-    if (sh->result || sh->n_done < sh->n_req) {
-        return;
-    }
-    sh->result = dw_shard_lines(sh, &sh->result_len);
-    atomic_fetch_add(&w->d->m.samples_done, judge_job_n_samples(sh->job));
-    dw_shard_commit(w, sh);
-}
-
-/* Converts one completion's log-probabilities into the judge's layout. */
-static void dw_probs(const struct sched_completion *c, struct judge_token_probs *probs)
-{
-    int32_t stride = 1 + c->n_logprobs;
-    for (int32_t i = 0; i < c->n_tokens; i++) {
-        const struct sched_logprob *lp = c->logprobs + (size_t)i * (size_t)stride;
-        struct judge_token_probs *p = &probs[i];
-        p->token = lp[0].token;
-        p->logprob = lp[0].logprob;
-        p->n_top = c->n_logprobs < JUDGE_MAX_TOP ? c->n_logprobs : JUDGE_MAX_TOP;
-        for (int32_t k = 0; k < p->n_top; k++) {
-            p->top_ids[k] = lp[1 + k].token;
-            p->top_logprobs[k] = lp[1 + k].logprob;
-        }
-    }
-}
-
-static struct dw_shard *dw_shard_by_sched_job(struct dw *w, uint64_t job)
-{
-    for (int i = 0; i < w->d->cfg.max_shards; i++) {
-        if (w->shards[i].used && w->shards[i].sched_job == job) {
-            return &w->shards[i];
-        }
-    }
-    return NULL;
-}
-
-/* One step of every model with work; completions go to their shards. Returns true when any
- * batch ran. */
-static bool dw_step(struct dw *w)
+/* Hands a stopped shard back with its checkpoint. Returns false to retry later. */
+static bool dw_shard_release(struct dw *w, struct dw_shard *sh)
 {
     struct daemon *d = w->d;
-    bool ran = false;
-    for (int mi = 0; mi < w->n_models; mi++) {
-        struct dw_model *m = w->models[mi];
-        int64_t t0 = daemon_now_ms();
-        int err = sched_step(m->s);
-        if (err == 0 || err == -EIO) {
-            ran = true;
-            double ms = (double)(daemon_now_ms() - t0);
-            static const double bounds[7] = { 1, 5, 10, 50, 100, 500, 1000 };
-            int b = 7;
-            for (int k = 0; k < 7; k++) {
-                if (ms <= bounds[k]) {
-                    b = k;
-                    break;
-                }
-            }
-            atomic_fetch_add(&d->m.step_hist[b], 1);
-            atomic_fetch_add(&d->m.n_steps, 1);
-            double cur = atomic_load(&d->m.step_ms_sum);
-            while (!atomic_compare_exchange_weak(&d->m.step_ms_sum, &cur, cur + ms)) {
-            }
-        }
-        struct sched_completion c;
-        while (sched_poll(m->s, &c)) {
-            struct dw_shard *sh = dw_shard_by_sched_job(w, c.job_id);
-            if (!sh) {
-                continue; /* a dropped shard's cancelled request */
-            }
-            size_t i = (size_t)(uintptr_t)c.user;
-            const struct judge_request *r = judge_job_request(sh->job, i);
-            sh->queued_tokens -= (int64_t)r->n_tokens;
-            atomic_fetch_sub(&d->m.queued_tokens, (int64_t)r->n_tokens);
-            if (c.finish == SCHED_FINISH_ERROR || c.finish == SCHED_FINISH_CANCELLED) {
-                judge_job_complete_error(sh->job, i, sched_finish_name(c.finish));
-            } else {
-                size_t n_probs = 0;
-                if (c.n_logprobs > 0 && c.logprobs) {
-                    dw_probs(&c, m->probs);
-                    n_probs = (size_t)c.n_tokens;
-                }
-                judge_job_complete(sh->job, i, c.text, c.text_len, m->probs, n_probs);
-            }
-            atomic_fetch_add(&d->m.requests_done, 1);
-            atomic_fetch_add(&d->m.tokens_generated, (unsigned long long)c.n_tokens);
-            sh->n_done++;
-            dw_progress(w, sh);
-            dw_shard_check_done(w, sh);
-        }
-        struct sched_stats ss;
-        sched_stats(m->s, &ss);
-        atomic_store(&d->m.kv_blocks_used, ss.kv_blocks_used);
-        atomic_store(&d->m.kv_blocks_total, ss.kv_blocks);
-        atomic_store(&d->m.running_requests, ss.n_running);
-        atomic_store(&d->m.waiting_requests, ss.n_waiting);
-        atomic_store(&d->m.prefix_hit_rate, ss.prefix_hit_rate);
+    if (!dw_redis_ready(w)) {
+        return daemon_now_ms() > w->drain_deadline_ms + d->cfg.lease_ms; /* the lease expires */
     }
-    return ran;
+    enum gq_status st = GQ_LOST;
+    int err = gq_release(w->g, sh->claim.jid, sh->claim.token, sh->result, sh->result_len,
+                         d->cfg.max_interrupts, &st);
+    if (err == -EIO) {
+        dw_redis_broken(w, "release");
+        return false;
+    }
+    if (err == 0) {
+        atomic_fetch_add(&d->m.releases, 1);
+    }
+    log_info("job %s released with a checkpoint of %zu bytes: %s", sh->claim.jid, sh->result_len,
+             err ? gq_errstr(w->g) : gq_status_name(st));
+    return true;
+}
+
+/* Acknowledges a cancelled shard. Returns false to retry later. */
+static bool dw_shard_cancelled(struct dw *w, struct dw_shard *sh)
+{
+    if (!dw_redis_ready(w)) {
+        return false;
+    }
+    enum gq_status st;
+    int err = gq_cancelled(w->g, sh->claim.jid, sh->claim.token, &st);
+    if (err == -EIO) {
+        dw_redis_broken(w, "cancelled");
+        return false;
+    }
+    atomic_fetch_add(&w->d->m.cancels, 1);
+    log_info("job %s stopped: cancel '%s' (%s)", sh->claim.jid, sh->cancel,
+             err ? gq_errstr(w->g) : gq_status_name(st));
+    return true;
+}
+
+/* Turns the devices' outcomes into Redis calls. A shard whose call could not reach Redis stays
+ * in the outbox for the next round. */
+static void dw_outbox(struct dw *w)
+{
+    pthread_mutex_lock(&w->out_mu);
+    struct dw_shard *list = w->outbox;
+    w->outbox = NULL;
+    pthread_mutex_unlock(&w->out_mu);
+    struct dw_shard *keep = NULL;
+    while (list) {
+        struct dw_shard *sh = list;
+        list = sh->next;
+        sh->next = NULL;
+        bool handled = true;
+        switch (sh->outcome) {
+        case DW_OUTCOME_DONE:
+            handled = dw_shard_commit(w, sh);
+            break;
+        case DW_OUTCOME_FAILED:
+            dw_fail(w, &sh->claim, sh->errstr, sh->retryable);
+            break;
+        case DW_OUTCOME_ABORTED:
+            if (atomic_load(&sh->abort) == DW_ABORT_RELEASE) {
+                handled = dw_shard_release(w, sh);
+            } else if (sh->cancel[0]) {
+                handled = dw_shard_cancelled(w, sh);
+            }
+            break;
+        case DW_OUTCOME_NONE:
+            break;
+        }
+        if (handled) {
+            dw_shard_free(w, sh);
+        } else {
+            sh->next = keep;
+            keep = sh;
+        }
+    }
+    if (keep) {
+        pthread_mutex_lock(&w->out_mu);
+        struct dw_shard *tail = keep;
+        while (tail->next) {
+            tail = tail->next;
+        }
+        tail->next = w->outbox;
+        w->outbox = keep;
+        pthread_mutex_unlock(&w->out_mu);
+    }
 }
 
 /* ---- aggregate jobs -------------------------------------------------------------------------- */
@@ -590,7 +356,7 @@ static struct dw_shard *dw_shard_free_slot(struct dw *w)
     return NULL;
 }
 
-/* Starts a claimed judge shard. Takes ownership of *c. */
+/* Parses a claimed judge shard and hands it to a device. Takes ownership of *c. */
 static void dw_start_shard(struct dw *w, struct dw_shard *sh, struct gq_claimed *c)
 {
     struct daemon *d = w->d;
@@ -606,21 +372,11 @@ static void dw_start_shard(struct dw *w, struct dw_shard *sh, struct gq_claimed 
         return;
     }
     const char *path = daemon_config_model_path(&d->cfg, spec->model);
-    struct dw_model *m = NULL;
     if (!path) {
         errstr_set(errstr, sizeof(errstr),
                    "field 'model': '%s' is neither a model directory on this host nor a model "
                    "name in %s",
                    spec->model, d->cfg.path);
-        err = -ENOENT;
-    } else {
-        err = dw_model_get(w, path, &m, errstr, sizeof(errstr));
-        if (err == -EAGAIN) {
-            errstr_set(errstr, sizeof(errstr), "every loaded model is busy (max_models %d)",
-                       d->cfg.max_models);
-        }
-    }
-    if (err) {
         judge_samples_free(samples, n);
         job_spec_destroy(spec);
         dw_fail(w, c, errstr, true);
@@ -632,49 +388,44 @@ static void dw_start_shard(struct dw *w, struct dw_shard *sh, struct gq_claimed 
     for (size_t i = 0; i < n; i++) {
         if (c->checkpoint_len &&
             dw_ckpt_has(c->checkpoint, c->checkpoint_len, samples[i].question_id)) {
-            json_decref(samples[i].record);
-            free(samples[i].question);
-            free(samples[i].reference);
-            for (int k = 0; k < samples[i].n_answers; k++) {
-                free(samples[i].answers[k]);
-            }
+            judge_sample_clear(&samples[i]);
             continue;
         }
         samples[kept++] = samples[i];
-    }
-    struct judge_job *job = NULL;
-    if ((err = judge_job_create_samples(spec, m->tok, samples, kept, &job, errstr,
-                                        sizeof(errstr))) != 0) {
-        job_spec_destroy(spec);
-        dw_fail(w, c, errstr, false);
-        gq_claimed_free(c);
-        return;
     }
     memset(sh, 0, sizeof(*sh));
     sh->used = true;
     sh->claim = *c;
     memset(c, 0, sizeof(*c));
     sh->spec = spec;
-    sh->job = job;
-    sh->model = m;
-    m->n_shards++;
-    m->last_used_ms = daemon_now_ms();
-    sh->sched_job = ++w->next_sched_job;
-    sh->n_req = judge_job_n_requests(job);
+    sh->samples = samples;
+    sh->n_samples = kept;
+    sh->model_path = xstrdup(path);
     sh->t_start_ms = daemon_now_ms();
     if (sh->claim.checkpoint_len) {
         sh->ckpt = xmalloc(sh->claim.checkpoint_len + 1);
         memcpy(sh->ckpt, sh->claim.checkpoint, sh->claim.checkpoint_len);
         sh->ckpt_len = sh->claim.checkpoint_len;
     }
-    sh->lease_slot = daemon_lease_add(d, sh->claim.jid, sh->claim.token, (int64_t)sh->n_req);
+    sh->lease_slot = daemon_lease_add(d, sh->claim.jid, sh->claim.token, 0);
     atomic_fetch_add(&d->m.shards_in_flight, 1);
-    log_info("job %s claimed (attempt %d): %zu samples, %zu requests%s, model %s", sh->claim.jid,
-             sh->claim.attempts, judge_job_n_samples(job), sh->n_req,
-             sh->ckpt_len ? " after a checkpoint" : "", m->path);
-    dw_shard_feed(w, sh);
-    dw_progress(w, sh);
-    dw_shard_check_done(w, sh);
+    struct dw_device *dev = dw_device_pick(w);
+    log_info("job %s claimed (attempt %d): %zu samples to %s", sh->claim.jid, sh->claim.attempts,
+             kept, dev->name);
+    dw_device_push(dev, sh);
+}
+
+/* Whether a device has room for another shard: below the watermark, nothing waiting to start. */
+static bool dw_room(const struct dw *w)
+{
+    for (int i = 0; i < w->n_devices; i++) {
+        const struct dw_device *dev = &w->devices[i];
+        if (atomic_load(&dev->queued_tokens) < w->d->cfg.watermark_tokens &&
+            atomic_load(&dev->n_pending) == 0) {
+            return true;
+        }
+    }
+    return false;
 }
 
 /* Claims one job when there is room. Returns true when a job was claimed. */
@@ -682,8 +433,7 @@ static bool dw_claim(struct dw *w)
 {
     struct daemon *d = w->d;
     int64_t now = daemon_now_ms();
-    if (d->stop || now < w->next_claim_ms ||
-        atomic_load(&d->m.queued_tokens) >= d->cfg.watermark_tokens || !dw_redis_ready(w)) {
+    if (d->stop || now < w->next_claim_ms || !dw_room(w) || !dw_redis_ready(w)) {
         return false;
     }
     struct dw_shard *sh = dw_shard_free_slot(w);
@@ -718,9 +468,8 @@ static bool dw_claim(struct dw *w)
         return false;
     }
     atomic_fetch_add(&d->m.claims, 1);
-    json_t *kind = NULL;
     json_t *root = json_loadb(c.payload, c.payload_len, 0, NULL);
-    kind = root ? json_object_get(root, "kind") : NULL;
+    json_t *kind = root ? json_object_get(root, "kind") : NULL;
     if (json_is_string(kind) && strcmp(json_string_value(kind), "aggregate") == 0) {
         const char *sid = json_string_value(json_object_get(root, "sweep"));
         if (sid) {
@@ -736,15 +485,16 @@ static bool dw_claim(struct dw *w)
     return true;
 }
 
-/* ---- heartbeat flags, drain ------------------------------------------------------------------ */
+/* ---- leases, drain, main loop ---------------------------------------------------------------- */
 
-/* Acts on what the heartbeat thread learned: lost leases and cancellations. */
+/* Acts on what the heartbeat thread learned: lost leases and cancellations stop their shards
+ * (the device moves them to the outbox). */
 static void dw_check_leases(struct dw *w)
 {
     struct daemon *d = w->d;
     for (int i = 0; i < d->cfg.max_shards; i++) {
         struct dw_shard *sh = &w->shards[i];
-        if (!sh->used) {
+        if (!sh->used || sh->stop_asked || sh->lease_slot < 0) {
             continue;
         }
         pthread_mutex_lock(&d->mu);
@@ -757,53 +507,13 @@ static void dw_check_leases(struct dw *w)
             atomic_fetch_add(&d->m.lost_leases, 1);
             log_warn("job %s: %s; stopping it and discarding its results", sh->claim.jid,
                      fenced ? "lease not renewed in time (self-fenced)" : "lease lost");
-            dw_shard_drop(w, sh);
-        } else if (cancel[0] && dw_redis_ready(w)) {
-            enum gq_status st;
-            int err = gq_cancelled(w->g, sh->claim.jid, sh->claim.token, &st);
-            if (err == -EIO) {
-                dw_redis_broken(w, "cancelled");
-                continue;
-            }
-            atomic_fetch_add(&d->m.cancels, 1);
-            log_info("job %s stopped: cancel '%s' (%s)", sh->claim.jid, cancel,
-                     err ? gq_errstr(w->g) : gq_status_name(st));
-            dw_shard_drop(w, sh);
-        }
-    }
-}
-
-/* Hands every unfinished shard back with its checkpoint. */
-static void dw_release_all(struct dw *w)
-{
-    struct daemon *d = w->d;
-    for (int i = 0; i < d->cfg.max_shards; i++) {
-        struct dw_shard *sh = &w->shards[i];
-        if (!sh->used) {
+        } else if (cancel[0]) {
+            memcpy(sh->cancel, cancel, sizeof(sh->cancel));
+        } else {
             continue;
         }
-        size_t len;
-        char *ckpt = sh->result ? NULL : dw_shard_lines(sh, &len);
-        if (sh->result) {
-            dw_shard_commit(w, sh); /* a finished shard whose commit is pending */
-            free(ckpt);
-            if (sh->used) {
-                dw_shard_drop(w, sh);
-            }
-            continue;
-        }
-        enum gq_status st = GQ_LOST;
-        int err = dw_redis_ready(w) ? gq_release(w->g, sh->claim.jid, sh->claim.token, ckpt, len,
-                                                 d->cfg.max_interrupts, &st)
-                                    : -EIO;
-        if (err == 0) {
-            atomic_fetch_add(&d->m.releases, 1);
-        }
-        log_info("job %s released with a checkpoint of %zu bytes: %s", sh->claim.jid, len,
-                 err ? (w->g ? gq_errstr(w->g) : "redis unreachable; the lease will expire")
-                     : gq_status_name(st));
-        free(ckpt);
-        dw_shard_drop(w, sh);
+        sh->stop_asked = true;
+        atomic_store(&sh->abort, DW_ABORT_DROP);
     }
 }
 
@@ -816,15 +526,60 @@ static int dw_n_shards(const struct dw *w)
     return n;
 }
 
+/* Sums the devices' gauges into the daemon's metrics. */
+static void dw_gauges(struct dw *w)
+{
+    int64_t tokens = 0, kv_used = 0, kv_total = 0, running = 0, waiting = 0;
+    for (int i = 0; i < w->n_devices; i++) {
+        struct dw_device *dev = &w->devices[i];
+        tokens += atomic_load(&dev->queued_tokens);
+        kv_used += atomic_load(&dev->kv_used);
+        kv_total += atomic_load(&dev->kv_total);
+        running += atomic_load(&dev->running);
+        waiting += atomic_load(&dev->waiting);
+    }
+    struct daemon_metrics *m = &w->d->m;
+    atomic_store(&m->queued_tokens, tokens);
+    atomic_store(&m->kv_blocks_used, kv_used);
+    atomic_store(&m->kv_blocks_total, kv_total);
+    atomic_store(&m->running_requests, running);
+    atomic_store(&m->waiting_requests, waiting);
+}
+
+/* Waits up to ms for a device outcome. */
+static void dw_wait_outbox(struct dw *w, int ms)
+{
+    pthread_mutex_lock(&w->out_mu);
+    if (!w->outbox) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (long)ms * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&w->out_cv, &w->out_mu, &ts);
+    }
+    pthread_mutex_unlock(&w->out_mu);
+}
+
 int daemon_worker_run(struct daemon *d)
 {
     struct dw w = { .d = d };
     w.r = (struct daemon_redis){ .who = "redis (worker)",
                                  .backoff_base_ms = 200,
                                  .backoff_cap_ms = 10000 };
+    pthread_mutex_init(&w.out_mu, NULL);
+    pthread_cond_init(&w.out_cv, NULL);
     w.shards = xcalloc((size_t)d->cfg.max_shards, sizeof(*w.shards));
     for (int i = 0; i < d->cfg.max_shards; i++) {
         w.shards[i].lease_slot = -1;
+    }
+    char errstr[ERRSTR_LEN];
+    if (dw_devices_start(&w, errstr, sizeof(errstr)) != 0) {
+        log_error("%s", errstr);
+        free(w.shards);
+        return 1;
     }
     const char *wd = getenv("WATCHDOG_USEC");
     w.watchdog_ms = wd ? atoll(wd) / 1000 : 0;
@@ -854,9 +609,16 @@ int daemon_worker_run(struct daemon *d)
             if (dw_n_shards(&w) == 0) {
                 break;
             }
-            if (now >= w.drain_deadline_ms) {
-                dw_release_all(&w);
-                break;
+            if (now >= w.drain_deadline_ms && !w.released) {
+                /* hand back what is still running, with the samples judged so far */
+                for (int i = 0; i < d->cfg.max_shards; i++) {
+                    struct dw_shard *sh = &w.shards[i];
+                    if (sh->used && !sh->stop_asked) {
+                        sh->stop_asked = true;
+                        atomic_store(&sh->abort, DW_ABORT_RELEASE);
+                    }
+                }
+                w.released = true;
             }
         }
         if (d->reload) {
@@ -864,28 +626,17 @@ int daemon_worker_run(struct daemon *d)
             daemon_config_reload(d);
         }
         dw_check_leases(&w);
-        /* commits whose reply was lost are retried as soon as Redis is back */
-        for (int i = 0; i < d->cfg.max_shards; i++) {
-            if (w.shards[i].used && w.shards[i].result) {
-                dw_shard_commit(&w, &w.shards[i]);
-            }
-        }
+        dw_outbox(&w);
         while (dw_claim(&w)) {
         }
-        for (int i = 0; i < d->cfg.max_shards; i++) {
-            if (w.shards[i].used && !w.shards[i].result) {
-                dw_shard_feed(&w, &w.shards[i]);
-            }
-        }
-        if (!dw_step(&w)) {
-            usleep(d->stop ? 20000 : 10000);
-        }
+        dw_gauges(&w);
+        dw_wait_outbox(&w, 10);
     }
-    for (int i = 0; i < w.n_models; i++) {
-        dw_model_destroy(w.models[i]);
-    }
+    dw_devices_stop(&w);
     free(w.shards);
     gq_destroy(w.r.g);
+    pthread_mutex_destroy(&w.out_mu);
+    pthread_cond_destroy(&w.out_cv);
     log_info("drained; exiting");
     return 0;
 }

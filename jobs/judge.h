@@ -187,6 +187,9 @@ int judge_input_load(const struct job_spec *spec, struct judge_sample **samples,
 /* Frees n samples and the array. No-op on NULL. */
 void judge_samples_free(struct judge_sample *samples, size_t n);
 
+/* Frees one sample's fields and zeroes it (the array stays the caller's). */
+void judge_sample_clear(struct judge_sample *s);
+
 /* ---- the judge job state machine (judge_job.c, judge_output.c) ------------------------------- */
 
 /* One generation to run: a sample in one answer order. Plain data borrowed from the job, valid

@@ -298,18 +298,24 @@ fail:
     return err;
 }
 
+void judge_sample_clear(struct judge_sample *s)
+{
+    free(s->question);
+    free(s->reference);
+    for (int k = 0; k < s->n_answers; k++) {
+        free(s->answers[k]);
+    }
+    json_decref(s->record);
+    memset(s, 0, sizeof(*s));
+}
+
 void judge_samples_free(struct judge_sample *samples, size_t n)
 {
     if (!samples) {
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        free(samples[i].question);
-        free(samples[i].reference);
-        for (int k = 0; k < samples[i].n_answers; k++) {
-            free(samples[i].answers[k]);
-        }
-        json_decref(samples[i].record);
+        judge_sample_clear(&samples[i]);
     }
     free(samples);
 }

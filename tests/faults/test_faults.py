@@ -88,7 +88,7 @@ class Env:
         self.redis_proc.send_signal(signal.SIGKILL)
         self.redis_proc.wait()
 
-    def config(self, name, **over):
+    def config(self, name, devices="cpu", **over):
         worker = {"id": name, "queues": ["judge"], "lease_ms": 2000, "heartbeat_ms": 300,
                   "reap_ms": 200, "poll_ms": 100, "backoff_ms": 100, "backoff_cap_ms": 500,
                   "max_shards": 4, "drain_grace_ms": 30000, "max_stalls": 3}
@@ -97,15 +97,17 @@ class Env:
                  f"  timeout_ms: 2000\n", "worker:\n"]
         for k, v in worker.items():
             lines.append(f"  {k}: {json.dumps(v)}\n")
-        lines.append("engine:\n  devices: cpu\n  threads: 1\n  context: 2048\n  kv_mib: 64\n"
+        threads = 1 if devices == "cpu" else int(devices.split(":")[1])
+        lines.append(f"engine:\n  devices: {devices}\n  threads: {threads}\n  context: 2048\n"
+                     "  kv_mib: 64\n"
                      f"models:\n  stories: {MODEL}\nlog_level: info\n")
         path = os.path.join(self.dir, f"{name}.yaml")
         with open(path, "w") as f:
             f.writelines(lines)
         return path
 
-    def start_daemon(self, name, **over):
-        cfg = self.config(name, **over)
+    def start_daemon(self, name, devices="cpu", **over):
+        cfg = self.config(name, devices, **over)
         with open(os.path.join(self.dir, f"{name}.log"), "ab") as log:
             p = subprocess.Popen([os.path.join(BINDIR, "judged"), "-c", cfg], stdout=log,
                                  stderr=subprocess.STDOUT)
@@ -403,6 +405,18 @@ class FaultTests(unittest.TestCase):
         self.assertEqual(self.env.r.zcard(P + "leases"), 0)
         log = self.env.log("a") + self.env.log("b")
         self.assertRegex(log, r"stopped: cancel 'sweep'|lease lost")
+
+    def test_k_two_devices_in_one_daemon(self):
+        """engine.devices cpu:2: one engine and scheduler per device, shards to the least
+        loaded; the records are the same as on one device."""
+        spec = write_spec(self.env.dir, "dv", N_SMALL)
+        self.submit(spec, "dv")
+        self.env.start_daemon("a", devices="cpu:2")
+        self.wait_done("dv")
+        self.check_sweep("dv", N_SMALL)
+        log = self.env.log("a")
+        self.assertIn("on cpu#0", log)
+        self.assertIn("on cpu#1", log)
 
     @unittest.skipIf(QUICK, "plain build only")
     def test_i_every_shard_done_before_seal(self):

@@ -275,7 +275,13 @@ static void *hb_main(void *arg)
             next_sched = now + d->cfg.schedule_ms;
             hb_schedules(&h);
         }
-        usleep(10000);
+        /* sleep to the next event (at most 50 ms, for the self-fencing check): every wake-up
+         * on a small machine takes a core from the engine's threads */
+        int64_t next = next_hb < next_reap ? next_hb : next_reap;
+        next = next < next_reg ? next : next_reg;
+        int64_t wait = next - daemon_now_ms();
+        wait = wait < 1 ? 1 : wait > 50 ? 50 : wait;
+        usleep((useconds_t)wait * 1000);
     }
     gq_destroy(h.r.g);
     return NULL;

@@ -630,7 +630,8 @@ int daemon_worker_run(struct daemon *d)
         while (dw_claim(&w)) {
         }
         dw_gauges(&w);
-        dw_wait_outbox(&w, 10);
+        /* woken by a device's outcome; otherwise check leases and claims every 50 ms */
+        dw_wait_outbox(&w, 50);
     }
     dw_devices_stop(&w);
     free(w.shards);

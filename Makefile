@@ -107,7 +107,7 @@ REPLAY_BINS := $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 BENCH_SRCS  := $(wildcard bench/*.c)
 BENCH_BINS  := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all test test-unit test-fuzz test-cli test-kernels test-integration test-faults demo fuzz bench clean \
+.PHONY: all build-tests test test-unit test-fuzz test-cli test-kernels test-integration test-faults demo fuzz bench clean \
         format format-check tidy
 
 all: $(BINDIR)/judged $(BINDIR)/judgectl
@@ -160,6 +160,10 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(LDFLAGS_ALL) $(LDLIBS_ALL)
 
 test: test-unit test-kernels test-fuzz test-cli test-integration test-faults
+
+# Every test binary, so CI can build in parallel and then run the (timing-sensitive) tests one
+# suite at a time.
+build-tests: $(UNIT_BINS) $(GPU_BINS) $(REPLAY_BINS) $(BINDIR)/judged $(BINDIR)/judgectl
 
 test-unit: $(UNIT_BINS)
 	@tests/run_unit.sh $(UNIT_BINS)

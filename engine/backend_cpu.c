@@ -2,7 +2,7 @@
  * sgemm over the whole batch, attention and element-wise work in parallel loops.
  *
  * There is one set of threads: the OpenMP team. OpenBLAS (the OpenMP build) runs each sgemm on
- * that team, and the engine's own loops (attention per token and head, norms, RoPE, SwiGLU, the
+ * that team, and the engine's own loops (attention per token, norms, RoPE, SwiGLU, the
  * single-token GEMV) run on the same team between sgemm calls, so BLAS threads and ours never
  * compete for cores. Two things measured here ruled out the alternatives (bench/RESULTS.md): the
  * pthreads OpenBLAS serializes calls made from several threads at once (half the rate when each

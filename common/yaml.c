@@ -2,9 +2,10 @@
  * YAML spec and a JSON spec go through the same validation (see yaml.h). libyaml parses
  * YAML 1.1 syntax; scalars are resolved with the YAML 1.2 core schema, so "yes", "on" and "no"
  * stay strings (the Norway problem) and only true/false are booleans. */
+#include "common/yaml.h"
+
 #include "common/util.h"
 #include "common/xmalloc.h"
-#include "common/yaml.h"
 
 #include <errno.h>
 #include <math.h>
@@ -45,8 +46,7 @@ void yaml_doc_marks_free(struct yaml_doc_marks *marks)
     memset(marks, 0, sizeof(*marks));
 }
 
-const struct yaml_doc_mark *yaml_doc_mark_find(const struct yaml_doc_marks *marks,
-                                                 const char *path)
+const struct yaml_doc_mark *yaml_doc_mark_find(const struct yaml_doc_marks *marks, const char *path)
 {
     for (size_t i = 0; marks && i < marks->n; i++) {
         if (strcmp(marks->items[i].path, path) == 0) {
@@ -201,8 +201,8 @@ static json_t *yaml_doc_scalar(struct yaml_doc_ctx *ctx, const yaml_event_t *ev)
     if (yaml_doc_float(s, &finite, &d)) {
         if (!finite) {
             return yaml_doc_fail(ctx, ev->start_mark,
-                                  "infinite and NaN numbers are not "
-                                  "supported");
+                                 "infinite and NaN numbers are not "
+                                 "supported");
         }
         return json_real(d);
     }
@@ -308,8 +308,8 @@ static json_t *yaml_doc_node(struct yaml_doc_ctx *ctx, yaml_event_t *ev, const c
     }
 }
 
-json_t *yaml_doc_parse(const char *buf, size_t len, const char *name,
-                        struct yaml_doc_marks *marks, char *errstr, size_t errstr_len)
+json_t *yaml_doc_parse(const char *buf, size_t len, const char *name, struct yaml_doc_marks *marks,
+                       char *errstr, size_t errstr_len)
 {
     struct yaml_doc_ctx ctx = {
         .name = name, .marks = marks, .errstr = errstr, .errstr_len = errstr_len

@@ -23,14 +23,14 @@ struct yaml_doc_marks {
  * "!!str" forces a string). Anchors, aliases, other tags, non-scalar keys, duplicate keys and
  * more than one document are errors naming "name:line:col". When marks is not NULL it receives
  * each node's position (mapping values: the key's). Returns a new reference or NULL. */
-json_t *yaml_doc_parse(const char *buf, size_t len, const char *name,
-                        struct yaml_doc_marks *marks, char *errstr, size_t errstr_len);
+json_t *yaml_doc_parse(const char *buf, size_t len, const char *name, struct yaml_doc_marks *marks,
+                       char *errstr, size_t errstr_len);
 
 /* Frees the marks (the struct itself is the caller's). */
 void yaml_doc_marks_free(struct yaml_doc_marks *marks);
 
 /* The mark for a path, or NULL. */
 const struct yaml_doc_mark *yaml_doc_mark_find(const struct yaml_doc_marks *marks,
-                                                 const char *path);
+                                               const char *path);
 
 #endif

@@ -4,8 +4,8 @@
  * line and column where it was written. */
 #include "common/json.h"
 #include "common/util.h"
-#include "common/yaml.h"
 #include "common/xmalloc.h"
+#include "common/yaml.h"
 #include "jobs/job.h"
 #include "jobs/jobs_impl.h"
 
@@ -22,7 +22,7 @@
 struct spec_ctx {
     const char *name;
     const struct yaml_doc_marks *marks; /* NULL for JSON */
-    char *dir;                           /* relative paths resolve against it; NULL: cwd */
+    char *dir;                          /* relative paths resolve against it; NULL: cwd */
     char *errstr;
     size_t errstr_len;
 };

@@ -57,8 +57,6 @@ char *jobs_json_dumps_python(const json_t *v, size_t *len);
 /* Python's repr(float) for a finite x, into buf (at least 32 bytes). */
 void jobs_float_repr(double x, char *buf, size_t len);
 
-
-
 /* The result of one judge request. */
 struct judge_result {
     bool done;

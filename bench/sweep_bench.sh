@@ -50,7 +50,7 @@ for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; slee
 n_shards=$(( (n + shard - 1) / shard ))
 cat > "$work/judged.yaml" <<YAML
 redis: {url: "redis://127.0.0.1:$port"}
-worker: {poll_ms: 100, max_shards: $n_shards, watermark_tokens: 100000000, lease_ms: 60000}
+worker: {poll_ms: 500, max_shards: $n_shards, watermark_tokens: 100000000, lease_ms: 60000}
 engine: {devices: cpu, threads: $threads, kv_mib: 2048, max_batch_tokens: 512, max_seqs: 64}
 log_level: warn
 YAML
@@ -67,7 +67,7 @@ t_run=$(calc "$(now) - $t0")
 t0=$(now)
 sid=$(bin/judgectl submit "$work/job.yaml" --id bench)
 while [ "$(redis-cli -p "$port" hget 'gq:{judge}:sweep:bench' state)" != done ]; do
-    sleep 0.05
+    sleep 0.25
 done
 t_sweep=$(calc "$(now) - $t0")
 bin/judgectl results "$sid" -o "$work/sweep.jsonl"

@@ -399,6 +399,12 @@ static void *dw_device_main(void *arg)
                 dw_progress(dev->d, sh);
             }
         }
+        if (rev) {
+            /* room for the next claim */
+            pthread_mutex_lock(&dev->w->out_mu);
+            pthread_cond_signal(&dev->w->out_cv);
+            pthread_mutex_unlock(&dev->w->out_mu);
+        }
         /* stop requests, finished shards, and feeding */
         for (int i = dev->n_active - 1; i >= 0; i--) {
             struct dw_shard *sh = dev->active[i];

@@ -275,12 +275,14 @@ static void *hb_main(void *arg)
             next_sched = now + d->cfg.schedule_ms;
             hb_schedules(&h);
         }
-        /* sleep to the next event (at most 50 ms, for the self-fencing check): every wake-up
-         * on a small machine takes a core from the engine's threads */
+        /* sleep to the next event, at most a quarter of a heartbeat (the self-fencing check):
+         * on a small machine every wake-up takes a core from the engine's OpenMP team, which
+         * then waits at its next barrier */
         int64_t next = next_hb < next_reap ? next_hb : next_reap;
         next = next < next_reg ? next : next_reg;
+        int64_t cap = d->cfg.heartbeat_ms / 4 < 10 ? 10 : d->cfg.heartbeat_ms / 4;
         int64_t wait = next - daemon_now_ms();
-        wait = wait < 1 ? 1 : wait > 50 ? 50 : wait;
+        wait = wait < 1 ? 1 : wait > cap ? cap : wait;
         usleep((useconds_t)wait * 1000);
     }
     gq_destroy(h.r.g);

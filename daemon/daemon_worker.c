@@ -630,8 +630,10 @@ int daemon_worker_run(struct daemon *d)
         while (dw_claim(&w)) {
         }
         dw_gauges(&w);
-        /* woken by a device's outcome; otherwise check leases and claims every 50 ms */
-        dw_wait_outbox(&w, 50);
+        /* woken by a device (an outcome, or a shard taken from its inbox); otherwise leases
+         * and claims are checked every poll_ms / 2, at most every 250 ms */
+        int64_t wait = d->cfg.poll_ms / 2;
+        dw_wait_outbox(&w, (int)(wait < 10 ? 10 : wait > 250 ? 250 : wait));
     }
     dw_devices_stop(&w);
     free(w.shards);

@@ -419,6 +419,26 @@ class FaultTests(unittest.TestCase):
         self.assertIn("on cpu#1", log)
 
     @unittest.skipIf(QUICK, "plain build only")
+    def test_l_schedule_fires_once_between_daemons(self):
+        """A cron schedule (every minute) is fired by exactly one of two daemons."""
+        spec = write_spec(self.env.dir, "nightly", 6, shard_size=3)
+        self.env.ctl("schedule", "add", "nightly", "* * * * *", spec)
+        self.env.start_daemon("a", schedule_ms=200)
+        self.env.start_daemon("b", schedule_ms=200)
+
+        def fired():
+            sids = [s.decode() for s in self.env.r.zrange(P + "sweeps", 0, -1)]
+            return [s for s in sids if s.startswith("nightly-")]
+        sids = wait_for(fired, 75, "the schedule to fire at the next minute")
+        self.assertEqual(len(sids), 1, sids)
+        self.wait_done(sids[0])
+        self.check_sweep(sids[0], 6)
+        self.assertEqual(self.h(f"sweep:{sids[0]}")["schedule"], "nightly")
+        self.assertEqual(len(fired()), 1, "fired once, not once per daemon")
+        log = self.env.log("a") + self.env.log("b")
+        self.assertEqual(log.count("schedule nightly: fired sweep"), 1)
+
+    @unittest.skipIf(QUICK, "plain build only")
     def test_i_every_shard_done_before_seal(self):
         """Shards that finish before their sweep is sealed cannot fire fan-in early."""
         spec = write_spec(self.env.dir, "src", N_SMALL // 2)

@@ -10,6 +10,7 @@
 #include "jobs/job.h"
 #include "jobs/judge.h"
 #include "scheduler/sched.h"
+#include "scheduler/sched_judge.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -39,40 +40,6 @@ struct ctl_run_limits {
     int32_t kv_mib;  /* KV pool budget */
 };
 
-/* Converts one completion's log-probabilities (per token: the chosen one, then the most likely
- * alternatives) into the judge's layout. probs has room for n_tokens entries. */
-static void ctl_run_probs(const struct sched_completion *c, struct judge_token_probs *probs)
-{
-    int32_t stride = 1 + c->n_logprobs;
-    for (int32_t i = 0; i < c->n_tokens; i++) {
-        const struct sched_logprob *lp = c->logprobs + (size_t)i * (size_t)stride;
-        struct judge_token_probs *p = &probs[i];
-        p->token = lp[0].token;
-        p->logprob = lp[0].logprob;
-        p->n_top = c->n_logprobs < JUDGE_MAX_TOP ? c->n_logprobs : JUDGE_MAX_TOP;
-        for (int32_t k = 0; k < p->n_top; k++) {
-            p->top_ids[k] = lp[1 + k].token;
-            p->top_logprobs[k] = lp[1 + k].logprob;
-        }
-    }
-}
-
-/* Hands one finished request to the job. */
-static int ctl_run_collect(struct judge_job *job, const struct sched_completion *c,
-                           struct judge_token_probs *probs)
-{
-    size_t i = (size_t)(uintptr_t)c->user;
-    if (c->finish == SCHED_FINISH_ERROR || c->finish == SCHED_FINISH_CANCELLED) {
-        return judge_job_complete_error(job, i, sched_finish_name(c->finish));
-    }
-    size_t n_probs = 0;
-    if (c->n_logprobs > 0 && c->logprobs) {
-        ctl_run_probs(c, probs);
-        n_probs = (size_t)c->n_tokens;
-    }
-    return judge_job_complete(job, i, c->text, c->text_len, probs, n_probs);
-}
-
 /* Runs every request of the job through one engine and scheduler on this machine, then finishes
  * it into output_path (NULL: the spec's output_path, else stdout). Returns the exit status. */
 static int ctl_run_execute(const struct job_spec *spec, const char *output_path,
@@ -98,30 +65,23 @@ static int ctl_run_execute(const struct job_spec *spec, const char *output_path,
         fprintf(stderr, "judgectl run: %s\n", errstr);
         goto done;
     }
+    struct model_config mc;
+    char *cfg_path = path_join(spec->model_path, "config.json");
+    int cerr = model_config_load(cfg_path, &mc, errstr, sizeof(errstr));
+    free(cfg_path);
+    if (cerr != 0) {
+        fprintf(stderr, "judgectl run: %s\n", errstr);
+        goto done;
+    }
     struct engine_config ecfg;
     engine_config_default(&ecfg);
     ecfg.backend = ENGINE_BACKEND_CPU;
     ecfg.n_threads = lim->n_threads;
     ecfg.max_batch_tokens = lim->max_batch_tokens;
     ecfg.max_outputs = lim->max_seqs;
-    ecfg.max_ctx = lim->context;
-    if (engine_open(spec->model_path, NULL, &ecfg, &e, errstr, sizeof(errstr)) != 0) {
-        fprintf(stderr, "judgectl run: %s\n", errstr);
-        goto done;
-    }
-    /* size the KV pool from the memory budget, at most enough for every sequence slot to hold a
-     * full context: reopening is cheap next to a run, and the blocks size is only known now */
-    const struct model_config *mc = engine_model_config(e);
-    const struct engine_config *got = engine_get_config(e);
-    size_t block_bytes = 2u * (size_t)mc->n_layers * (size_t)got->kv_block_size *
-                         (size_t)mc->n_kv_heads * (size_t)mc->head_dim * sizeof(float);
-    int64_t want = (int64_t)lim->kv_mib * 1024 * 1024 / (int64_t)block_bytes;
-    int64_t cap =
-        (int64_t)lim->max_seqs * ((got->max_ctx + got->kv_block_size - 1) / got->kv_block_size);
-    ecfg.max_ctx = got->max_ctx;
-    ecfg.n_kv_blocks = (int32_t)(want < cap ? want : cap);
-    engine_destroy(e);
-    e = NULL;
+    ecfg.max_ctx = lim->context > 0 ? lim->context : mc.max_pos;
+    ecfg.n_kv_blocks =
+        engine_kv_blocks_for_mib(&mc, ecfg.kv_block_size, ecfg.max_ctx, lim->kv_mib, lim->max_seqs);
     if (engine_open(spec->model_path, NULL, &ecfg, &e, errstr, sizeof(errstr)) != 0) {
         fprintf(stderr, "judgectl run: %s\n", errstr);
         goto done;
@@ -146,32 +106,12 @@ static int ctl_run_execute(const struct job_spec *spec, const char *output_path,
     while (n_done < n) {
         /* keep the scheduler fed; it says -EAGAIN when its request table is full */
         while (next < n) {
-            const struct judge_request *r = judge_job_request(job, next);
-            struct sched_request_params p;
-            sched_request_params_default(&p);
-            p.tokens = r->tokens;
-            p.n_tokens = r->n_tokens;
-            p.sampling = r->sampling;
-            p.max_new_tokens = r->max_new_tokens;
-            const char *stop[1] = { r->stop };
-            p.stop = r->stop ? stop : NULL;
-            p.n_stop = r->stop ? 1 : 0;
-            p.n_logprobs = r->n_logprobs < SCHED_MAX_LOGPROBS ? r->n_logprobs : SCHED_MAX_LOGPROBS;
-            p.job_id = 1;
-            p.user = (void *)(uintptr_t)next;
-            int err = sched_submit(s, &p, NULL);
-            if (err == -EAGAIN) {
+            bool queued;
+            if (sched_judge_submit(s, job, next, 1, engine_get_config(e)->max_ctx, &queued) ==
+                -EAGAIN) {
                 break;
             }
-            if (err) {
-                /* a prompt longer than the context or the KV pool: this sample's error record */
-                char reason[128];
-                snprintf(reason, sizeof(reason), "%s (%zu prompt tokens, context %d)",
-                         err == -E2BIG ? "does not fit the KV pool" : "cannot be judged",
-                         r->n_tokens, (int)engine_get_config(e)->max_ctx);
-                judge_job_complete_error(job, next, reason);
-                n_done++;
-            }
+            n_done += !queued; /* an error record already */
             next++;
         }
         int err = sched_step(s);
@@ -181,7 +121,7 @@ static int ctl_run_execute(const struct job_spec *spec, const char *output_path,
         }
         struct sched_completion c;
         while (sched_poll(s, &c)) {
-            if (ctl_run_collect(job, &c, probs) != 0) {
+            if (sched_judge_collect(job, &c, probs) != 0) {
                 fprintf(stderr, "judgectl run: could not record request %zu\n",
                         (size_t)(uintptr_t)c.user);
                 goto done;

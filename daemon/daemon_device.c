@@ -7,6 +7,7 @@
 #include "engine/engine.h"
 #include "engine/tokenizer.h"
 #include "scheduler/sched.h"
+#include "scheduler/sched_judge.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -64,12 +65,8 @@ static int dw_model_open(const struct dw_device *dev, const char *path, struct d
     ec.max_outputs = c->max_seqs;
     ec.max_ctx = c->context > 0 ? c->context : mc.max_pos;
     if (!dev->cuda) {
-        size_t block_bytes = 2u * (size_t)mc.n_layers * (size_t)ec.kv_block_size *
-                             (size_t)mc.n_kv_heads * (size_t)mc.head_dim * sizeof(float);
-        int64_t want = (int64_t)c->kv_mib * 1024 * 1024 / (int64_t)block_bytes;
-        int64_t cap =
-            (int64_t)c->max_seqs * ((ec.max_ctx + ec.kv_block_size - 1) / ec.kv_block_size);
-        ec.n_kv_blocks = (int32_t)(want < cap ? want : cap);
+        ec.n_kv_blocks =
+            engine_kv_blocks_for_mib(&mc, ec.kv_block_size, ec.max_ctx, c->kv_mib, c->max_seqs);
     }
     struct dw_model *m = xcalloc(1, sizeof(*m));
     m->path = xstrdup(path);
@@ -236,54 +233,19 @@ static void dw_shard_feed(struct dw_device *dev, struct dw_shard *sh)
     struct dw_model *m = sh->model;
     int32_t max_ctx = engine_get_config(m->e)->max_ctx;
     while (sh->next_req < sh->n_req) {
-        const struct judge_request *r = judge_job_request(sh->job, sh->next_req);
-        struct sched_request_params p;
-        sched_request_params_default(&p);
-        p.tokens = r->tokens;
-        p.n_tokens = r->n_tokens;
-        p.sampling = r->sampling;
-        p.max_new_tokens = r->max_new_tokens;
-        const char *stop[1] = { r->stop };
-        p.stop = r->stop ? stop : NULL;
-        p.n_stop = r->stop ? 1 : 0;
-        p.n_logprobs = r->n_logprobs < SCHED_MAX_LOGPROBS ? r->n_logprobs : SCHED_MAX_LOGPROBS;
-        p.job_id = sh->sched_job;
-        p.user = (void *)(uintptr_t)sh->next_req;
-        int err = sched_submit(m->s, &p, NULL);
-        if (err == -EAGAIN) {
+        bool queued;
+        if (sched_judge_submit(m->s, sh->job, sh->next_req, sh->sched_job, max_ctx, &queued) ==
+            -EAGAIN) {
             return;
         }
-        if (err) {
-            /* a prompt longer than the context or the KV pool: this sample's error record,
-             * worded as judgectl run words it */
-            char reason[128];
-            snprintf(reason, sizeof(reason), "%s (%zu prompt tokens, context %d)",
-                     err == -E2BIG ? "does not fit the KV pool" : "cannot be judged", r->n_tokens,
-                     (int)max_ctx);
-            judge_job_complete_error(sh->job, sh->next_req, reason);
-            sh->n_done++;
+        if (queued) {
+            int64_t n = (int64_t)judge_job_request(sh->job, sh->next_req)->n_tokens;
+            sh->queued_tokens += n;
+            atomic_fetch_add(&dev->queued_tokens, n);
         } else {
-            sh->queued_tokens += (int64_t)r->n_tokens;
-            atomic_fetch_add(&dev->queued_tokens, (int64_t)r->n_tokens);
+            sh->n_done++; /* an error record already */
         }
         sh->next_req++;
-    }
-}
-
-/* Converts one completion's log-probabilities into the judge's layout. */
-static void dw_probs(const struct sched_completion *c, struct judge_token_probs *probs)
-{
-    int32_t stride = 1 + c->n_logprobs;
-    for (int32_t i = 0; i < c->n_tokens; i++) {
-        const struct sched_logprob *lp = c->logprobs + (size_t)i * (size_t)stride;
-        struct judge_token_probs *p = &probs[i];
-        p->token = lp[0].token;
-        p->logprob = lp[0].logprob;
-        p->n_top = c->n_logprobs < JUDGE_MAX_TOP ? c->n_logprobs : JUDGE_MAX_TOP;
-        for (int32_t k = 0; k < p->n_top; k++) {
-            p->top_ids[k] = lp[1 + k].token;
-            p->top_logprobs[k] = lp[1 + k].logprob;
-        }
     }
 }
 
@@ -340,16 +302,7 @@ static bool dw_step(struct dw_device *dev)
             const struct judge_request *r = judge_job_request(sh->job, i);
             sh->queued_tokens -= (int64_t)r->n_tokens;
             atomic_fetch_sub(&dev->queued_tokens, (int64_t)r->n_tokens);
-            if (c.finish == SCHED_FINISH_ERROR || c.finish == SCHED_FINISH_CANCELLED) {
-                judge_job_complete_error(sh->job, i, sched_finish_name(c.finish));
-            } else {
-                size_t n_probs = 0;
-                if (c.n_logprobs > 0 && c.logprobs) {
-                    dw_probs(&c, m->probs);
-                    n_probs = (size_t)c.n_tokens;
-                }
-                judge_job_complete(sh->job, i, c.text, c.text_len, m->probs, n_probs);
-            }
+            sched_judge_collect(sh->job, &c, m->probs);
             atomic_fetch_add(&d->m.requests_done, 1);
             atomic_fetch_add(&d->m.tokens_generated, (unsigned long long)c.n_tokens);
             sh->n_done++;

@@ -62,6 +62,17 @@ int engine_device_parse(const char *name, struct engine_config *cfg)
     return 0;
 }
 
+int32_t engine_kv_blocks_for_mib(const struct model_config *mc, int32_t kv_block_size,
+                                 int32_t max_ctx, int64_t budget_mib, int32_t max_seqs)
+{
+    size_t block_bytes = 2u * (size_t)mc->n_layers * (size_t)kv_block_size *
+                         (size_t)mc->n_kv_heads * (size_t)mc->head_dim * sizeof(float);
+    int64_t want = budget_mib * 1024 * 1024 / (int64_t)block_bytes;
+    int64_t cap = (int64_t)max_seqs * ((max_ctx + kv_block_size - 1) / kv_block_size);
+    int64_t n = want < cap ? want : cap;
+    return (int32_t)(n > INT32_MAX ? INT32_MAX : n);
+}
+
 int engine_cuda_device_count(void)
 {
 #ifdef HAVE_CUDA

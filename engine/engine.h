@@ -68,6 +68,12 @@ struct engine_batch {
 
 struct engine;
 
+/* KV blocks that budget_mib of fp32 K/V holds for a model (the CPU backend's pool), capped at
+ * max_seqs full contexts of max_ctx tokens, so a small model does not get a pool it can never
+ * fill. Thread-safe. */
+int32_t engine_kv_blocks_for_mib(const struct model_config *mc, int32_t kv_block_size,
+                                 int32_t max_ctx, int64_t budget_mib, int32_t max_seqs);
+
 /* Opens a model: a Hugging Face directory (see model_open; `weights_file` may pick one file) or
  * a llama2.c checkpoint file (stories260K.bin layout). Loads the weights (f16/bf16 converted to
  * f32 once on the CPU backend) and allocates the KV pool and all scratch memory.

@@ -235,23 +235,29 @@ int gq_command(struct gq *g, size_t argc, const char *const *argv, const size_t 
     return gq_reply_take(g, r, out);
 }
 
+/* Fills the first 5 words of an FCALL: FCALL fn 1 <prefix>seq <prefix>. */
+static void gq_fcall_head(const struct gq *g, const char *fn, const char **av, size_t *al)
+{
+    av[0] = "FCALL";
+    av[1] = fn;
+    av[2] = "1";
+    av[3] = g->seq_key;
+    av[4] = g->prefix;
+    for (size_t i = 0; i < 5; i++) {
+        al[i] = strlen(av[i]);
+    }
+}
+
 int gq_fcall(struct gq *g, const char *fn, size_t argc, const char *const *argv, const size_t *lens,
              struct gq_reply *out)
 {
     size_t n = argc + 5;
     const char **av = xmalloc(n * sizeof(*av));
     size_t *al = xmalloc(n * sizeof(*al));
-    av[0] = "FCALL";
-    av[1] = fn;
-    av[2] = "1";
-    av[3] = g->seq_key;
-    av[4] = g->prefix;
+    gq_fcall_head(g, fn, av, al);
     for (size_t i = 0; i < argc; i++) {
         av[5 + i] = argv[i];
         al[5 + i] = lens ? lens[i] : strlen(argv[i]);
-    }
-    for (size_t i = 0; i < 5; i++) {
-        al[i] = strlen(av[i]);
     }
     int err = gq_command(g, n, av, al, out);
     free(av);
@@ -269,48 +275,35 @@ int gq_fcall_pipeline(struct gq *g, const char *fn, size_t n, size_t argc, const
     size_t na = argc + 5;
     const char **av = xmalloc(na * sizeof(*av));
     size_t *al = xmalloc(na * sizeof(*al));
-    int first_err = 0;
+    gq_fcall_head(g, fn, av, al);
+    int err = 0, first_err = 0;
     for (size_t i = 0; i < n; i++) {
         status[i] = NULL;
     }
-    for (size_t base = 0; base < n; base += GQ_PIPELINE) {
+    for (size_t base = 0; base < n && !err; base += GQ_PIPELINE) {
         size_t m = n - base < GQ_PIPELINE ? n - base : GQ_PIPELINE;
-        for (size_t k = 0; k < m; k++) {
-            size_t i = base + k;
-            av[0] = "FCALL";
-            av[1] = fn;
-            av[2] = "1";
-            av[3] = g->seq_key;
-            av[4] = g->prefix;
-            for (size_t a = 0; a < 5; a++) {
-                al[a] = strlen(av[a]);
-            }
+        for (size_t k = 0; k < m && !err; k++) {
             for (size_t a = 0; a < argc; a++) {
-                av[5 + a] = argv[i * argc + a];
-                al[5 + a] = lens ? lens[i * argc + a] : strlen(av[5 + a]);
+                av[5 + a] = argv[(base + k) * argc + a];
+                al[5 + a] = lens ? lens[(base + k) * argc + a] : strlen(av[5 + a]);
             }
             if (redisAppendCommandArgv(g->c, (int)na, av, al) != REDIS_OK) {
-                free(av);
-                free(al);
-                errstr_set(g->errstr, sizeof(g->errstr), "redis: %s", g->c->errstr);
-                return -EIO;
+                err = -EIO;
             }
         }
-        for (size_t k = 0; k < m; k++) {
+        for (size_t k = 0; k < m && !err; k++) {
             void *rv = NULL;
             if (redisGetReply(g->c, &rv) != REDIS_OK) {
-                free(av);
-                free(al);
-                errstr_set(g->errstr, sizeof(g->errstr), "redis: %s", g->c->errstr);
-                return -EIO;
+                err = -EIO;
+                break;
             }
             struct gq_reply rep = { 0 };
             char saved[ERRSTR_LEN];
             snprintf(saved, sizeof(saved), "%s", g->errstr);
-            int err = gq_reply_take(g, rv, &rep);
-            if (err) {
+            int rerr = gq_reply_take(g, rv, &rep);
+            if (rerr) {
                 if (!first_err) {
-                    first_err = err;
+                    first_err = rerr;
                 } else {
                     snprintf(g->errstr, sizeof(g->errstr), "%s", saved); /* keep the first */
                 }
@@ -320,9 +313,12 @@ int gq_fcall_pipeline(struct gq *g, const char *fn, size_t n, size_t argc, const
             gq_reply_free(&rep);
         }
     }
+    if (err) {
+        errstr_set(g->errstr, sizeof(g->errstr), "redis: %s", g->c->errstr);
+    }
     free(av);
     free(al);
-    return first_err;
+    return err ? err : first_err;
 }
 
 /* Loads the library unless Redis has it. */

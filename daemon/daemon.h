@@ -120,7 +120,6 @@ struct daemon {
     atomic_bool hb_stop;
     pthread_t hb_thread;
     struct daemon_http *http;
-    int64_t t_start_ms;
 };
 
 /* One Redis connection with reconnect backoff. Plain data: zero it, set who, timeout_ms (0: the

@@ -46,6 +46,8 @@ static char *http_metrics_text(struct daemon *d, size_t *len)
     http_counter(f, "commit_lost_total", "Commits refused because the lease was lost.",
                  atomic_load(&m->commit_lost));
     http_counter(f, "fails_total", "Attempts failed.", atomic_load(&m->fails));
+    http_counter(f, "dead_total", "Jobs whose failure moved them to the dead-letter set.",
+                 atomic_load(&m->shards_failed));
     http_counter(f, "releases_total", "Jobs handed back on drain.", atomic_load(&m->releases));
     http_counter(f, "cancels_total", "Jobs stopped by cancellation.", atomic_load(&m->cancels));
     http_counter(f, "lost_leases_total", "Leases lost (heartbeat lost or self-fenced).",

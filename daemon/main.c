@@ -90,7 +90,6 @@ int main(int argc, char **argv)
     }
     pthread_mutex_init(&d->mu, NULL);
     d->leases = calloc((size_t)d->cfg.max_shards, sizeof(*d->leases));
-    d->t_start_ms = daemon_now_ms();
     daemon_signal_install();
     if (d->cfg.http_listen &&
         daemon_http_start(d, d->cfg.http_listen, &d->http, errstr, sizeof(errstr)) != 0) {

@@ -603,19 +603,61 @@ int gq_enqueue_many(struct gq *g, const struct gq_job_new *jobs, size_t n, size_
     return err;
 }
 
+int gq_sweep_create_opts(struct gq *g, const struct gq_sweep_new *s, enum gq_status *status)
+{
+    char e[24], p[24], r[24];
+    gq_i64(e, sizeof(e), s->expected);
+    gq_i64(p, sizeof(p), s->agg_prio);
+    gq_i64(r, sizeof(r), s->retention_ms);
+    const char *argv[] = { s->sid,
+                           e,
+                           s->agg_queue ? s->agg_queue : "",
+                           p,
+                           s->meta ? s->meta : "",
+                           s->labels ? s->labels : "",
+                           r };
+    size_t lens[] = { strlen(s->sid), strlen(e),       strlen(argv[2]),
+                      strlen(p),      strlen(argv[4]), s->labels ? s->labels_len : 0,
+                      strlen(r) };
+    /* the retention is an optional trailing argument: leave it out when there is none, so that
+     * the call is the same as before it existed */
+    size_t argc = s->retention_ms > 0 ? 7 : 6;
+    return gq_call_status(g, "gq_sweep_create", argc, argv, lens, status, NULL);
+}
+
 int gq_sweep_create(struct gq *g, const char *sid, int64_t expected, const char *agg_queue,
                     int agg_prio, const char *meta, const char *labels, size_t labels_len,
                     enum gq_status *status)
 {
-    char e[24], p[24];
-    gq_i64(e, sizeof(e), expected);
-    gq_i64(p, sizeof(p), agg_prio);
-    const char *argv[] = {
-        sid, e, agg_queue ? agg_queue : "", p, meta ? meta : "", labels ? labels : ""
+    const struct gq_sweep_new s = {
+        .sid = sid,
+        .expected = expected,
+        .agg_queue = agg_queue,
+        .agg_prio = agg_prio,
+        .meta = meta,
+        .labels = labels,
+        .labels_len = labels_len,
     };
-    size_t lens[] = { strlen(sid), strlen(e),       strlen(argv[2]),
-                      strlen(p),   strlen(argv[4]), labels ? labels_len : 0 };
-    return gq_call_status(g, "gq_sweep_create", 6, argv, lens, status, NULL);
+    return gq_sweep_create_opts(g, &s, status);
+}
+
+int gq_sweep_purge(struct gq *g, const char *sid, bool force, enum gq_status *status,
+                   int64_t *n_jobs, char state[16])
+{
+    const char *argv[] = { sid, force ? "1" : "0" };
+    struct gq_reply rep = { 0 };
+    int err = gq_call_status(g, "gq_sweep_purge", 2, argv, NULL, status, &rep);
+    if (err) {
+        return err;
+    }
+    if (n_jobs) {
+        *n_jobs = *status == GQ_OK && rep.n > 1 ? strtoll(rep.str[1], NULL, 10) : 0;
+    }
+    if (state) {
+        snprintf(state, 16, "%s", *status == GQ_REFUSED && rep.n > 1 ? rep.str[1] : "");
+    }
+    gq_reply_free(&rep);
+    return 0;
 }
 
 int gq_sweep_seal(struct gq *g, const char *sid, enum gq_status *status, bool *fanin)

@@ -120,12 +120,33 @@ int gq_enqueue(struct gq *g, const struct gq_job_new *job, enum gq_status *statu
  * -EPROTO naming the first refused job otherwise. *n_dup counts replays (may be NULL). */
 int gq_enqueue_many(struct gq *g, const struct gq_job_new *jobs, size_t n, size_t *n_dup);
 
-/* Creates a sweep of `expected` shards in state open. agg_queue: where the aggregate job goes
- * at fan-in ("" for none); meta: a JSON object shown by status tools; labels: NULL or a labels
- * file's content (labels_len bytes) for metrics. *status GQ_OK or GQ_DUP. */
+/* A sweep to create. Plain data, borrowed. */
+struct gq_sweep_new {
+    const char *sid;
+    int64_t expected;      /* shards, 1..1e8 */
+    const char *agg_queue; /* where the aggregate job goes at fan-in; NULL or "" for none */
+    int agg_prio;          /* 0..1000 */
+    const char *meta;      /* a JSON object shown by status tools */
+    const char *labels;    /* NULL, or a labels file's content (labels_len bytes) for metrics */
+    size_t labels_len;
+    int64_t retention_ms; /* how long its keys live once it is final; 0 keeps them forever */
+};
+
+/* Creates a sweep in state open (gq_sweep_create in PROTOCOL.md). *status GQ_OK or GQ_DUP (it
+ * exists: nothing changes, its retention included). */
+int gq_sweep_create_opts(struct gq *g, const struct gq_sweep_new *s, enum gq_status *status);
+
+/* gq_sweep_create_opts without a retention (kept forever). */
 int gq_sweep_create(struct gq *g, const char *sid, int64_t expected, const char *agg_queue,
                     int agg_prio, const char *meta, const char *labels, size_t labels_len,
                     enum gq_status *status);
+
+/* Deletes a sweep's keys and its job hashes now (gq_sweep_purge in PROTOCOL.md); without force
+ * only a final sweep (done, or cancelled with every shard stopped). *status GQ_OK (*n_jobs job
+ * hashes deleted), GQ_REFUSED (not final; state receives its state, 16 bytes) or GQ_DUP (no
+ * such sweep). n_jobs and state may be NULL. */
+int gq_sweep_purge(struct gq *g, const char *sid, bool force, enum gq_status *status,
+                   int64_t *n_jobs, char state[16]);
 
 /* Seals a sweep. *fanin is true when every shard had already finished. */
 int gq_sweep_seal(struct gq *g, const char *sid, enum gq_status *status, bool *fanin);

@@ -21,6 +21,10 @@ local DONE_TTL_S = 7 * 24 * 3600 -- finished job hashes expire after a week (dea
 local PROMOTE_LIMIT = 100 -- delayed jobs promoted per claim
 local CLAIM_SCAN_LIMIT = 1000 -- stale ready entries dropped per claim
 local SWEEP_CANCEL_EAGER = 20000 -- shards gq_sweep_cancel cancels at once
+local RETENTION_MAX_MS = 3650 * 86400000 -- a sweep's retention: at most ten years
+local SWEEP_SUFFIXES = { '', ':res', ':err', ':term', ':labels' } -- the keys of a sweep
+local RETAIN_SCAN_MAX = 100000 -- :err entries visited for a sweep's dead jobs
+local PURGE_JOBS_MAX = 20000 -- shard job hashes gq_sweep_purge deletes at once
 
 local function fail(msg)
   return redis.error_reply('ERR gq: ' .. msg)
@@ -84,6 +88,90 @@ local function unindex(P, jid, queue)
   redis.call('ZREM', P .. 'budgets', jid)
 end
 
+-- The dead jobs of a sweep: shards whose outcome is 'dead: ...' in :err (at most RETAIN_SCAN_MAX
+-- entries visited) and a dead aggregate job.
+local function sweep_dead_jobs(P, sid)
+  local sk = sweep_key(P, sid)
+  local out = {}
+  local cursor, seen = '0', 0
+  repeat
+    local r = redis.call('HSCAN', sk .. ':err', cursor, 'COUNT', 1000)
+    cursor = r[1]
+    for i = 1, #r[2], 2 do
+      local jid = sid .. ':' .. r[2][i]
+      if string.sub(r[2][i + 1], 1, 6) == 'dead: ' and
+          redis.call('HGET', job_key(P, jid), 'state') == 'dead' then
+        table.insert(out, jid)
+      end
+    end
+    seen = seen + #r[2] / 2
+  until cursor == '0' or seen >= RETAIN_SCAN_MAX
+  local ajid = redis.call('HGET', sk, 'agg_job')
+  if ajid and ajid ~= '' and redis.call('HGET', job_key(P, ajid), 'state') == 'dead' then
+    table.insert(out, ajid)
+  end
+  return out
+end
+
+-- A sweep reached a final state (done, or cancelled with every shard terminal). With a retention,
+-- every key of the sweep and its dead jobs expire `retention_ms` from now; the `expiring` zset
+-- lets gq_reap drop them from the `sweeps` and `dead` zsets once they are gone.
+local function sweep_final(P, sid, now)
+  local sk = sweep_key(P, sid)
+  local s = redis.call('HMGET', sk, 'retention_ms', 'expires_ms')
+  local keep = tonumber(s[1] or '0') or 0
+  if keep <= 0 or s[2] then
+    return
+  end
+  local at = now + keep
+  redis.call('HSET', sk, 'expires_ms', at)
+  for _, suffix in ipairs(SWEEP_SUFFIXES) do
+    redis.call('PEXPIREAT', sk .. suffix, at)
+  end
+  redis.call('ZADD', P .. 'expiring', at, sid)
+  for _, jid in ipairs(sweep_dead_jobs(P, sid)) do
+    redis.call('PEXPIREAT', job_key(P, jid), at)
+    redis.call('ZADD', P .. 'expiring', at, jid)
+  end
+  emit(P, now, 'sweep_expiring', sid, 'expires_ms', at)
+end
+
+-- Undoes sweep_final: the sweep runs again (gq_dlq_retry reopened it).
+local function sweep_persist(P, sid)
+  local sk = sweep_key(P, sid)
+  if not redis.call('HGET', sk, 'expires_ms') then
+    return
+  end
+  redis.call('HDEL', sk, 'expires_ms')
+  for _, suffix in ipairs(SWEEP_SUFFIXES) do
+    redis.call('PERSIST', sk .. suffix)
+  end
+  redis.call('ZREM', P .. 'expiring', sid)
+  for _, jid in ipairs(sweep_dead_jobs(P, sid)) do
+    redis.call('PERSIST', job_key(P, jid))
+    redis.call('ZREM', P .. 'expiring', jid)
+  end
+end
+
+-- Whether a sweep is final: done, or cancelled with every shard terminal (an outcome, or never
+-- enqueued: `unsent`).
+local function sweep_is_final(s_state, expected, ok, failed, unsent)
+  if s_state == 'done' then
+    return true
+  end
+  return s_state == 'cancelled' and
+      (tonumber(ok) or 0) + (tonumber(failed) or 0) + (tonumber(unsent) or 0) >=
+      (tonumber(expected) or 0)
+end
+
+-- A cancelled sweep becomes final when its last shard stops.
+local function sweep_check_final(P, sid, now)
+  local s = redis.call('HMGET', sweep_key(P, sid), 'state', 'expected', 'ok', 'failed', 'unsent')
+  if s[1] == 'cancelled' and sweep_is_final(s[1], s[2], s[3], s[4], s[5]) then
+    sweep_final(P, sid, now)
+  end
+end
+
 -- Sweep fan-in: fires once, on the single transition sealed -> aggregating (or done when the
 -- sweep has no aggregate queue), when every shard has a terminal outcome.
 local function maybe_fanin(P, sid, now)
@@ -100,6 +188,7 @@ local function maybe_fanin(P, sid, now)
   if s[5] == nil or s[5] == '' then
     redis.call('HSET', sk, 'state', 'done', 'finished_ms', now)
     emit(P, now, 'sweep_done', sid)
+    sweep_final(P, sid, now)
     return 'fanin'
   end
   local round = tonumber(s[7] or '0') + 1
@@ -122,9 +211,13 @@ end
 
 -- Records the terminal outcome of shard `shard` of sweep `sid`: the first outcome wins.
 -- `ok_result` is the result for a success, nil for a failure described by `err`.
--- Returns true when this call set the outcome.
+-- Returns true when this call set the outcome. A sweep that no longer exists (purged, or its
+-- retention ran out) records nothing.
 local function shard_terminal(P, sid, shard, ok_result, err, now)
   local sk = sweep_key(P, sid)
+  if redis.call('EXISTS', sk) == 0 then
+    return false
+  end
   if redis.call('SETBIT', sk .. ':term', shard, 1) == 1 then
     return false
   end
@@ -136,6 +229,7 @@ local function shard_terminal(P, sid, shard, ok_result, err, now)
     redis.call('HINCRBY', sk, 'failed', 1)
   end
   maybe_fanin(P, sid, now)
+  sweep_check_final(P, sid, now)
   return true
 end
 
@@ -162,6 +256,7 @@ local function finish_failed(P, jid, job, state, reason, now)
       redis.call('HSET', sk, 'state', 'done', 'agg_error', state .. ': ' .. reason,
                  'finished_ms', now)
       emit(P, now, 'sweep_done', job.agg_of, 'agg_error', reason)
+      sweep_final(P, job.agg_of, now)
     end
   end
   emit(P, now, state, jid, 'reason', reason)
@@ -185,13 +280,15 @@ local function load_job(P, jid)
   return job
 end
 
--- The cancel word a running job should see: '1' (job), 'timeout' (run budget), 'sweep'.
+-- The cancel word a running job should see: '1' (job), 'timeout' (run budget), 'sweep' (its
+-- sweep was cancelled, or no longer exists).
 local function cancel_word(P, job)
   if job.cancel ~= nil and job.cancel ~= '' then
     return job.cancel
   end
   if job.sweep ~= nil and job.sweep ~= '' then
-    if redis.call('HGET', sweep_key(P, job.sweep), 'state') == 'cancelled' then
+    local st = redis.call('HGET', sweep_key(P, job.sweep), 'state')
+    if st == 'cancelled' or st == false then
       return 'sweep'
     end
   end
@@ -267,8 +364,9 @@ local function gq_enqueue(keys, args)
   return { 'ok', state }
 end
 
--- gq_sweep_create P sid expected agg_queue agg_prio meta [labels]
+-- gq_sweep_create P sid expected agg_queue agg_prio meta [labels [retention_ms]]
 -- labels (optional): the content of a labels file, kept at <P>sweep:<sid>:labels for metrics.
+-- retention_ms (optional, 0 = keep forever): how long the sweep's keys live once it is final.
 local function gq_sweep_create(keys, args)
   local e = check_common(keys, args, 6)
   if e then return fail(e) end
@@ -284,6 +382,13 @@ local function gq_sweep_create(keys, args)
   if args[7] ~= nil and #args[7] > MAX_PAYLOAD then
     return fail('labels: larger than ' .. MAX_PAYLOAD .. ' bytes')
   end
+  local keep = 0
+  if args[8] ~= nil then
+    keep = int_arg(args[8], 0, RETENTION_MAX_MS)
+    if keep == nil then
+      return fail('retention_ms: an integer 0..' .. RETENTION_MAX_MS .. ' (0: keep forever)')
+    end
+  end
   local sk = sweep_key(P, sid)
   if redis.call('EXISTS', sk) == 1 then
     return { 'dup', redis.call('HGET', sk, 'state') }
@@ -291,7 +396,7 @@ local function gq_sweep_create(keys, args)
   local now = now_ms()
   redis.call('HSET', sk, 'state', 'open', 'expected', expected, 'ok', 0, 'failed', 0,
              'agg_queue', args[4], 'agg_prio', agg_prio, 'meta', args[6] or '', 'created_ms', now,
-             'round', 0)
+             'round', 0, 'retention_ms', keep)
   if args[7] ~= nil and args[7] ~= '' then
     redis.call('SET', sk .. ':labels', args[7])
   end
@@ -360,6 +465,8 @@ local function gq_claim(keys, args)
           end
           if swst == 'cancelled' then
             finish_failed(P, jid, job, 'cancelled', 'sweep cancelled', now)
+          elseif swst == false then
+            finish_failed(P, jid, job, 'cancelled', 'sweep gone', now)
           else
             local jk = job_key(P, jid)
             local attempts = tonumber(job.attempts) + 1
@@ -444,6 +551,7 @@ local function gq_complete(keys, args)
         redis.call('HGET', sk, 'state') == 'aggregating' then
       redis.call('HSET', sk, 'state', 'done', 'agg', result, 'finished_ms', now)
       emit(P, now, 'sweep_done', job.agg_of)
+      sweep_final(P, job.agg_of, now)
     else
       redis.call('HSET', jk, 'result', result) -- a cancelled sweep keeps its state
     end
@@ -566,16 +674,25 @@ local function gq_sweep_cancel(keys, args)
   if s[1] == 'done' or s[1] == 'cancelled' then return { 'dup', s[1] } end
   local now = now_ms()
   redis.call('HSET', sk, 'state', 'cancelled', 'finished_ms', now)
-  -- at most SWEEP_CANCEL_EAGER shards are cancelled here; the queued rest of a larger sweep
-  -- are dropped when a claim pops them
+  -- at most SWEEP_CANCEL_EAGER shards are looked at here: the queued rest of a larger sweep are
+  -- dropped when a claim pops them. A shard with neither a job hash nor an outcome was never
+  -- enqueued (an open sweep) and counts as terminal, in `unsent` (a finished shard's hash
+  -- expires after a week, but its outcome stays).
   local n = 0
   for i = 0, math.min(tonumber(s[2]), SWEEP_CANCEL_EAGER) - 1 do
     local jid = sid .. ':' .. i
     local job = load_job(P, jid)
-    if job ~= nil and (job.state == 'queued' or job.state == 'delayed') then
+    if job ~= nil and job.sweep ~= sid then
+      job = nil -- a single job with a look-alike id: this shard can never be enqueued
+    end
+    if job == nil then
+      if redis.call('GETBIT', sk .. ':term', i) == 0 then
+        redis.call('HINCRBY', sk, 'unsent', 1)
+      end
+    elseif job.state == 'queued' or job.state == 'delayed' then
       finish_failed(P, jid, job, 'cancelled', 'sweep cancelled', now)
       n = n + 1
-    elseif job ~= nil and job.state == 'running' then
+    elseif job.state == 'running' then
       redis.call('PUBLISH', P .. 'cancel', jid)
     end
   end
@@ -587,12 +704,68 @@ local function gq_sweep_cancel(keys, args)
     end
   end
   emit(P, now, 'sweep_cancelled', sid)
+  sweep_check_final(P, sid, now)
+  return { 'ok', tostring(n) }
+end
+
+-- gq_sweep_purge P sid [force]: deletes a sweep's keys and (up to PURGE_JOBS_MAX shards) its job
+-- hashes now. Refused while the sweep is not final (open, sealed, aggregating, or cancelled with
+-- shards still running) unless force is 1. Returns {'ok', n_jobs_deleted}, {'refused', state}
+-- or {'dup'} (no such sweep).
+local function gq_sweep_purge(keys, args)
+  local e = check_common(keys, args, 2)
+  if e then return fail(e) end
+  local P, sid = args[1], args[2]
+  local force = args[3] or '0'
+  if not id_ok(sid) or string.find(sid, ':', 1, true) then
+    return fail('sid: 1-200 bytes without spaces or ":"')
+  end
+  if force ~= '0' and force ~= '1' then return fail('force: 0 or 1') end
+  local sk = sweep_key(P, sid)
+  local s = redis.call('HMGET', sk, 'state', 'expected', 'ok', 'failed', 'unsent', 'round')
+  if s[1] == false then return { 'dup' } end
+  if force ~= '1' and not sweep_is_final(s[1], s[2], s[3], s[4], s[5]) then
+    return { 'refused', s[1] }
+  end
+  local now = now_ms()
+  local jids = {}
+  for i = 0, math.min(tonumber(s[2]) or 0, PURGE_JOBS_MAX) - 1 do
+    table.insert(jids, sid .. ':' .. i)
+  end
+  for r = 1, tonumber(s[6] or '0') or 0 do
+    table.insert(jids, 'agg:' .. sid .. ':' .. r)
+  end
+  local n = 0
+  for _, jid in ipairs(jids) do
+    local job = load_job(P, jid)
+    -- only this sweep's jobs: a single job may carry a look-alike id
+    if job ~= nil and (job.sweep == sid or job.agg_of == sid) then
+      unindex(P, jid, job.queue)
+      redis.call('ZREM', P .. 'dead', jid)
+      redis.call('ZREM', P .. 'expiring', jid)
+      if job.token ~= nil and job.token ~= '' then
+        redis.call('DEL', P .. 'tok:' .. job.token)
+      end
+      if job.state == 'running' then
+        redis.call('PUBLISH', P .. 'cancel', jid)
+      end
+      redis.call('DEL', job_key(P, jid))
+      n = n + 1
+    end
+  end
+  for _, suffix in ipairs(SWEEP_SUFFIXES) do
+    redis.call('DEL', sk .. suffix)
+  end
+  redis.call('ZREM', P .. 'sweeps', sid)
+  redis.call('ZREM', P .. 'expiring', sid)
+  emit(P, now, 'sweep_purged', sid, 'state', s[1], 'jobs', n)
   return { 'ok', tostring(n) }
 end
 
 -- gq_reap P limit max_stalls backoff_ms
 -- Budgets past due -> cancel=timeout; expired leases -> stalls+1, then delayed, dead or
--- cancelled. Returns {'ok', n_reaped, n_timeouts}. Safe to run from every daemon at once.
+-- cancelled; sweeps and dead jobs whose retention ran out leave the `sweeps` and `dead` zsets.
+-- Returns {'ok', n_reaped, n_timeouts}. Safe to run from every daemon at once.
 local function gq_reap(keys, args)
   local e = check_common(keys, args, 4)
   if e then return fail(e) end
@@ -641,6 +814,22 @@ local function gq_reap(keys, args)
         redis.call('HSET', jk, 'state', 'delayed', 'token', '')
         redis.call('ZADD', P .. 'delayed', now + backoff, jid)
       end
+    end
+  end
+  -- at most `limit` due entries of `expiring` (sids, and jids, which hold a ':'): once the key
+  -- is gone its zset entry goes; a key kept after all (PERSIST) leaves `expiring`; a key that
+  -- still has a ttl is looked at again when it is due
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', P .. 'expiring', '-inf', now, 'LIMIT', 0,
+                                limit)) do
+    local is_job = string.find(m, ':', 1, true) ~= nil
+    local ttl = redis.call('PTTL', is_job and job_key(P, m) or sweep_key(P, m))
+    if ttl == -2 then
+      redis.call('ZREM', P .. (is_job and 'dead' or 'sweeps'), m)
+      redis.call('ZREM', P .. 'expiring', m)
+    elseif ttl == -1 then
+      redis.call('ZREM', P .. 'expiring', m)
+    else
+      redis.call('ZADD', P .. 'expiring', now + ttl, m)
     end
   end
   return { 'ok', tostring(n), tostring(n_timeouts) }
@@ -699,6 +888,7 @@ local function gq_dlq_retry(keys, args)
   if job.sweep ~= '' then
     sk = sweep_key(P, job.sweep)
     local st = redis.call('HGET', sk, 'state')
+    if st == false then return { 'refused', 'sweep gone' } end
     if st == 'cancelled' then return { 'refused', 'sweep cancelled' } end
     if st == 'aggregating' then return { 'refused', 'sweep aggregating; retry when done' } end
   end
@@ -712,9 +902,11 @@ local function gq_dlq_retry(keys, args)
     end
     if redis.call('HGET', sk, 'state') == 'done' then
       redis.call('HSET', sk, 'state', 'sealed')
+      sweep_persist(P, job.sweep)
     end
   end
   redis.call('ZREM', P .. 'dead', jid)
+  redis.call('ZREM', P .. 'expiring', jid)
   redis.call('HSET', job_key(P, jid), 'state', 'queued', 'attempts', 0, 'stalls', 0,
              'interrupts', 0, 'cancel', '', 'error', '')
   redis.call('PERSIST', job_key(P, jid))
@@ -764,9 +956,10 @@ local function gq_stats(keys, args)
   return out
 end
 
--- gq_schedule_set P name cron template_meta n_shards: creates or replaces a schedule whose
--- shard payloads are stored by the caller in <P>sched:<name>:shards (HSET index -> payload)
--- before this call. The schedule fires for due times after now.
+-- gq_schedule_set P name cron template_meta n_shards [retention_ms]: creates or replaces a
+-- schedule whose shard payloads are stored by the caller in <P>sched:<name>:shards (HSET index ->
+-- payload) before this call. The schedule fires for due times after now; each sweep it fires
+-- gets the retention (0 or absent: kept forever).
 local function gq_schedule_set(keys, args)
   local e = check_common(keys, args, 5)
   if e then return fail(e) end
@@ -777,13 +970,20 @@ local function gq_schedule_set(keys, args)
   end
   if n == nil then return fail('n_shards: an integer >= 1') end
   if #cron < 9 or #cron > 200 then return fail('cron: five fields') end
+  local keep = 0
+  if args[6] ~= nil then
+    keep = int_arg(args[6], 0, RETENTION_MAX_MS)
+    if keep == nil then
+      return fail('retention_ms: an integer 0..' .. RETENTION_MAX_MS .. ' (0: keep forever)')
+    end
+  end
   if redis.call('HLEN', P .. 'sched:' .. name .. ':shards') ~= n then
     return fail('store the ' .. n .. ' shard payloads in ' .. P .. 'sched:' .. name ..
                 ':shards first')
   end
   local now = now_ms()
   redis.call('HSET', P .. 'sched:' .. name, 'cron', cron, 'meta', meta, 'n_shards', n,
-             'created_ms', now, 'last_due_ms', now)
+             'created_ms', now, 'last_due_ms', now, 'retention_ms', keep)
   redis.call('SADD', P .. 'schedules', name)
   emit(P, now, 'schedule_set', name, 'cron', cron)
   return { 'ok' }
@@ -819,7 +1019,7 @@ local function gq_schedule_fire(keys, args)
   if not id_ok(sid) or string.find(sid, ':', 1, true) then return fail('sid: bad id') end
   if not id_ok(queue) then return fail('queue: bad name') end
   local hk = P .. 'sched:' .. name
-  local s = redis.call('HMGET', hk, 'last_due_ms', 'n_shards', 'meta')
+  local s = redis.call('HMGET', hk, 'last_due_ms', 'n_shards', 'meta', 'retention_ms')
   if s[1] == false then return fail('schedule ' .. name .. ' does not exist') end
   local now = now_ms()
   if due <= tonumber(s[1]) or due > now then return { 'dup' } end
@@ -833,7 +1033,7 @@ local function gq_schedule_fire(keys, args)
   redis.call('HSET', hk, 'last_due_ms', due, 'last_sweep', sid)
   redis.call('HSET', sk, 'state', 'sealed', 'expected', n, 'ok', 0, 'failed', 0, 'agg_queue',
              args[9], 'agg_prio', prio, 'meta', s[3], 'created_ms', now, 'sealed_ms', now,
-             'round', 0, 'schedule', name)
+             'round', 0, 'schedule', name, 'retention_ms', tonumber(s[4] or '0') or 0)
   redis.call('ZADD', P .. 'sweeps', now, sid)
   local labels = redis.call('GET', hk .. ':labels')
   if labels then
@@ -875,6 +1075,7 @@ reg('gq_release', gq_release)
 reg('gq_cancel', gq_cancel)
 reg('gq_cancelled', gq_cancelled)
 reg('gq_sweep_cancel', gq_sweep_cancel)
+reg('gq_sweep_purge', gq_sweep_purge)
 reg('gq_reap', gq_reap)
 reg('gq_token_lookup', gq_token_lookup, true)
 reg('gq_adopt', gq_adopt, true)

@@ -52,6 +52,18 @@ def token():
     return os.urandom(16).hex()
 
 
+def wait_for(cond, timeout=10.0, what="condition"):
+    """Polls cond() until it is true, failing after a deadline (never a bare sleep)."""
+    t_end = time.time() + timeout
+    while not cond():
+        if time.time() > t_end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+SWEEP_SUFFIXES = ("", ":res", ":err", ":term", ":labels")  # §9: the keys of a sweep
+
+
 def shard_payload(i, n=2):
     """A shard payload in §5's format (the worker here never judges it)."""
     return json.dumps({"v": 1, "kind": "judge", "spec": {"kind": "judge", "name": "t"},
@@ -84,10 +96,14 @@ class ProtocolTest(unittest.TestCase):
                 out.append(e)
         return out
 
-    def submit(self, sid, n, agg_queue="judge", seal=True, max_attempts=3, labels=None):
-        """§6: create, enqueue every shard (pipelined), seal."""
+    def submit(self, sid, n, agg_queue="judge", seal=True, max_attempts=3, labels=None,
+               retention_ms=None):
+        """§6: create, enqueue every shard (pipelined), seal. With retention_ms, §4's optional
+        trailing argument (labels "" when there are none)."""
         meta = json.dumps({"name": sid, "n_samples": 2 * n, "shard_size": 2})
         args = [sid, n, agg_queue, 0, meta] + ([labels] if labels is not None else [])
+        if retention_ms is not None:
+            args += ([] if labels is not None else [""]) + [retention_ms]
         self.assertEqual(self.f("gq_sweep_create", *args), ["ok", "open"])
         pipe = self.r.pipeline(transaction=False)
         for i in range(n):
@@ -400,6 +416,255 @@ class ProtocolTest(unittest.TestCase):
         self.assertEqual(self.f("gq_schedule_remove", "nightly"), ["dup"])
         self.assertFalse(self.r.exists(P + "sched:nightly", P + "sched:nightly:shards"))
 
+    # ---- §3, §4, §9: sweep retention and purge --------------------------------------------------
+
+    def now_ms(self):
+        sec, usec = self.r.time()
+        return sec * 1000 + usec // 1000
+
+    def expiretime(self, key):
+        """PEXPIRETIME: the absolute ms a key expires at; -1 without a ttl, -2 without the key."""
+        return self.r.execute_command("PEXPIRETIME", P + key)
+
+    def sweep_keys(self, sid):
+        return [f"sweep:{sid}{suffix}" for suffix in SWEEP_SUFFIXES]
+
+    def expiring(self):
+        return {dec(m): int(s) for m, s in self.r.zrange(P + "expiring", 0, -1, withscores=True)}
+
+    def zmembers(self, key):
+        return {dec(m) for m in self.r.zrange(P + key, 0, -1)}
+
+    def snapshot(self):
+        return {k: self.r.dump(k) for k in self.r.scan_iter("*")}
+
+    def run_shards(self, sid, dead=(), n=None):
+        """Be the worker for every ready shard of `sid` (claimed in FIFO order): shards in `dead`
+        fail for good, the others commit their result blob."""
+        n = n if n is not None else int(self.h(f"sweep:{sid}")["expected"])
+        for _ in range(n):
+            (jid, *_), tok = self.claim()
+            i = int(jid.split(":")[1])
+            if i in dead:
+                self.assertEqual(self.f("gq_fail", jid, tok, "poison", 0, 0), ["dead"])
+            else:
+                self.assertEqual(self.f("gq_complete", jid, tok, result_blob(i)), ["ok"])
+
+    def test_retention_expires_every_sweep_key_when_done(self):
+        self.submit("keep", 1, agg_queue="")  # no retention: kept forever
+        self.run_shards("keep")
+        self.assertEqual(self.h("sweep:keep")["retention_ms"], "0")
+        self.assertEqual(self.submit("ret", 3, max_attempts=1, labels=b"labels\n",
+                                     retention_ms=3600000), ["ok", "pending"])
+        self.assertEqual(self.h("sweep:ret")["retention_ms"], "3600000")
+        self.run_shards("ret", dead={0})
+        # aggregating is not final: nothing expires yet
+        self.assertEqual(self.h("sweep:ret")["state"], "aggregating")
+        self.assertNotIn("expires_ms", self.h("sweep:ret"))
+        for key in self.sweep_keys("ret") + ["job:ret:0"]:
+            self.assertEqual(self.r.pttl(P + key), -1, key)
+        self.assertEqual(self.expiring(), {})
+        (ajid, *_), atok = self.claim()
+        before = self.now_ms()
+        self.assertEqual(self.f("gq_complete", ajid, atok, "{}"), ["ok"])
+        after = self.now_ms()
+        sw = self.h("sweep:ret")
+        self.assertEqual(sw["state"], "done")
+        expires = int(sw["expires_ms"])
+        self.assertTrue(before + 3600000 <= expires <= after + 3600000, (before, expires, after))
+        # every key of the sweep, and its dead shard, expires then
+        for key in self.sweep_keys("ret") + ["job:ret:0"]:
+            self.assertEqual(self.expiretime(key), expires, key)
+        self.assertEqual(self.expiring(), {"ret": expires, "ret:0": expires})
+        self.assertEqual([e["jid"] for e in self.events("sweep_expiring")], ["ret"])
+        # succeeded jobs keep their week; the other sweep and the zsets have no ttl
+        self.assertGreater(self.r.ttl(P + "job:ret:1"), 6 * 86400)
+        for key in ("sweep:keep", "sweep:keep:res", "sweep:keep:term", "sweeps", "dead",
+                    "expiring"):
+            self.assertEqual(self.r.pttl(P + key), -1, key)
+        self.assertEqual(self.zmembers("sweeps"), {"keep", "ret"})
+
+    def test_retention_starts_at_fanin_without_aggregate_and_when_the_aggregate_dies(self):
+        self.submit("nq", 1, agg_queue="", retention_ms=5000)
+        self.run_shards("nq")
+        expires = int(self.h("sweep:nq")["expires_ms"])
+        self.assertEqual([self.expiretime(k) for k in self.sweep_keys("nq")],
+                         [expires, expires, -2, expires, -2])  # no :err, no :labels
+        self.submit("ad", 1, retention_ms=5000)
+        self.run_shards("ad")
+        (ajid, *_), atok = self.claim()
+        self.assertEqual(self.f("gq_fail", ajid, atok, "no labels", 0, 0), ["dead"])
+        sw = self.h("sweep:ad")
+        self.assertEqual((sw["state"], sw["agg_error"]), ("done", "dead: no labels"))
+        expires = int(sw["expires_ms"])
+        self.assertEqual(self.expiretime("sweep:ad"), expires)
+        self.assertEqual(self.expiretime("job:agg:ad:1"), expires)  # the dead aggregate job
+        self.assertEqual(self.expiring()["agg:ad:1"], expires)
+
+    def test_retention_of_a_cancelled_sweep_starts_when_its_last_shard_stops(self):
+        self.submit("cr", 3, retention_ms=60000)
+        (jid, *_), tok = self.claim()
+        self.assertEqual(self.f("gq_sweep_cancel", "cr"), ["ok", "2"])
+        self.assertEqual(self.h("sweep:cr")["state"], "cancelled")
+        self.assertNotIn("expires_ms", self.h("sweep:cr"))  # shard 0 still runs
+        for key in ("sweep:cr", "sweep:cr:err", "sweep:cr:term"):
+            self.assertEqual(self.r.pttl(P + key), -1, key)
+        self.assertEqual(self.f("gq_heartbeat", jid, tok, 60000, "", ""), ["ok", "sweep"])
+        before = self.now_ms()
+        self.assertEqual(self.f("gq_cancelled", jid, tok), ["ok", "cancelled"])
+        expires = int(self.h("sweep:cr")["expires_ms"])
+        self.assertTrue(before + 60000 <= expires <= self.now_ms() + 60000)
+        self.assertEqual([self.expiretime(k) for k in self.sweep_keys("cr")],
+                         [expires, -2, expires, expires, -2])
+        # an open sweep cancelled before its client enqueued every shard: the missing ones are
+        # `unsent`, and with nothing running it is final at once. A single job whose id looks
+        # like shard 3 is no shard of it and stays queued.
+        self.assertEqual(self.f("gq_enqueue", "co:3", "other", 0, 0, 3, 0, "x", "", ""),
+                         ["ok", "queued"])
+        self.assertEqual(self.f("gq_sweep_create", "co", 4, "judge", 0, "{}", "", 60000),
+                         ["ok", "open"])
+        for i in (0, 2):
+            self.f("gq_enqueue", f"co:{i}", "judge", 0, 0, 3, 0, shard_payload(i), "co", i)
+        self.assertEqual(self.f("gq_sweep_cancel", "co"), ["ok", "2"])
+        sw = self.h("sweep:co")
+        self.assertEqual((sw["state"], sw["failed"], sw["unsent"]), ("cancelled", "2", "2"))
+        self.assertEqual(self.expiretime("sweep:co"), int(sw["expires_ms"]))
+        self.assertEqual(self.h("job:co:3")["state"], "queued")
+        self.assertEqual(self.f("gq_enqueue", "co:1", "judge", 0, 0, 3, 0, "x", "co", 1),
+                         ["closed", "cancelled"])
+
+    def test_dlq_retry_keeps_a_retained_sweep_again(self):
+        self.submit("rr", 3, max_attempts=1, labels=b"l\n", retention_ms=60000)
+        self.run_shards("rr", dead={0, 1})
+        (ajid, *_), atok = self.claim()
+        self.f("gq_complete", ajid, atok, "{}")
+        expires = int(self.h("sweep:rr")["expires_ms"])
+        self.assertEqual(self.expiring(), {"rr": expires, "rr:0": expires, "rr:1": expires})
+        self.assertEqual(self.f("gq_dlq_retry", "rr:0"), ["ok"])
+        sw = self.h("sweep:rr")
+        self.assertEqual(sw["state"], "sealed")
+        self.assertNotIn("expires_ms", sw)
+        for key in self.sweep_keys("rr") + ["job:rr:0", "job:rr:1"]:
+            self.assertEqual(self.r.pttl(P + key), -1, key)  # the other dead shard too
+        self.assertEqual(self.expiring(), {})
+        # it runs again; at its next final state the retention starts over
+        self.run_shards("rr", n=1)
+        (ajid, *_), atok = self.claim()
+        self.assertEqual(ajid, "agg:rr:2")
+        self.f("gq_complete", ajid, atok, "{}")
+        again = int(self.h("sweep:rr")["expires_ms"])
+        self.assertGreaterEqual(again, expires)
+        self.assertEqual(self.expiretime("sweep:rr:res"), again)
+        self.assertEqual(self.expiring(), {"rr": again, "rr:1": again})
+
+    def test_expired_sweeps_vanish_and_reap_drops_their_zset_entries(self):
+        self.submit("keep", 1, agg_queue="", max_attempts=1)
+        self.run_shards("keep", dead={0})
+        for sid in ("x1", "x2", "x3"):
+            self.submit(sid, 2, agg_queue="", max_attempts=1, labels=b"l\n", retention_ms=200)
+            self.run_shards(sid, dead={0})
+            self.assertEqual(self.h(f"sweep:{sid}")["state"], "done")
+        doomed = [P + k for sid in ("x1", "x2", "x3")
+                  for k in self.sweep_keys(sid) + [f"job:{sid}:0"]]
+        self.assertEqual(self.r.exists(*doomed), 18)
+        n_keys = self.r.dbsize()
+        # Redis deletes them itself (active expiry; DBSIZE does not touch the keys)
+        wait_for(lambda: self.r.dbsize() == n_keys - 18, what="the retained keys to expire")
+        self.assertEqual(self.r.exists(*doomed), 0)
+        # the zset entries cannot expire: they stay until gq_reap drops them, `limit` at a time
+        self.assertEqual(self.zmembers("sweeps"), {"keep", "x1", "x2", "x3"})
+        self.assertEqual(self.zmembers("dead"), {"keep:0", "x1:0", "x2:0", "x3:0"})
+        self.assertEqual(self.f("gq_reap", 2, 5, 0), ["ok", "0", "0"])
+        self.assertEqual(self.zmembers("sweeps"), {"keep", "x2", "x3"})
+        self.assertEqual(self.zmembers("dead"), {"keep:0", "x2:0", "x3:0"})
+        self.assertEqual(len(self.expiring()), 4)
+        self.assertEqual(self.f("gq_reap", 100, 5, 0), ["ok", "0", "0"])
+        self.assertEqual(self.zmembers("sweeps"), {"keep"})
+        self.assertEqual(self.zmembers("dead"), {"keep:0"})
+        self.assertFalse(self.r.exists(P + "expiring"))
+        self.assertEqual(self.h("sweep:keep")["state"], "done")
+        self.assertEqual(self.h("job:keep:0")["state"], "dead")
+
+    def test_purge_deletes_exactly_the_sweeps_keys(self):
+        # a dead single job, a done sweep with a retention and a dead shard, a running sweep, and
+        # an open sweep cancelled with a look-alike single job in place of its shard 1
+        self.f("gq_enqueue", "lonely", "other", 0, 0, 1, 0, "x", "", "")
+        (jid, *_), tok = self.claim(queues=("other",))
+        self.f("gq_fail", jid, tok, "bad", 0, 0)
+        self.submit("pa", 3, max_attempts=1, labels=b"l\n", retention_ms=3600000)
+        self.run_shards("pa", dead={0})
+        (ajid, *_), atok = self.claim()
+        self.f("gq_complete", ajid, atok, "{}")
+        self.submit("pb", 2)
+        (jid_b, *_), tok_b = self.claim()
+        self.f("gq_enqueue", "pc:1", "other", 0, 0, 3, 0, "x", "", "")
+        self.f("gq_sweep_create", "pc", 2, "judge", 0, "{}")
+        self.f("gq_enqueue", "pc:0", "judge", 0, 0, 3, 0, shard_payload(0), "pc", 0)
+        self.f("gq_sweep_cancel", "pc")
+        before = self.snapshot()
+        self.assertEqual(self.f("gq_sweep_purge", "pa"), ["ok", "4"])
+        after = self.snapshot()
+        gone = {(P + k).encode() for k in self.sweep_keys("pa") +
+                ["job:pa:0", "job:pa:1", "job:pa:2", "job:agg:pa:1", "expiring"]}
+        self.assertEqual(set(after), set(before) - gone)
+        self.assertEqual({k for k in after if after[k] != before[k]},
+                         {(P + k).encode() for k in ("events", "sweeps", "dead")})
+        self.assertEqual(self.zmembers("sweeps"), {"pb", "pc"})
+        self.assertEqual(self.zmembers("dead"), {"lonely"})
+        self.assertEqual(self.events("sweep_purged")[-1]["jobs"], "4")
+        # not final: refused, nothing changes
+        self.assertEqual(self.f("gq_sweep_purge", "pb"), ["refused", "sealed"])
+        self.assertEqual(self.f("gq_sweep_purge", "pb", 0), ["refused", "sealed"])
+        self.f("gq_sweep_cancel", "pb")
+        cancelled = self.snapshot()
+        self.assertEqual(self.f("gq_sweep_purge", "pb"), ["refused", "cancelled"])  # still runs
+        self.assertEqual(self.snapshot(), cancelled)
+        # a cancelled sweep with every shard terminal: its shard goes, the single job stays
+        self.assertEqual(self.f("gq_sweep_purge", "pc"), ["ok", "1"])
+        self.assertFalse(self.r.exists(P + "job:pc:0", *[P + k for k in self.sweep_keys("pc")]))
+        self.assertEqual(self.h("job:pc:1")["state"], "queued")
+        # force: the running shard's token goes, its worker is lost
+        self.assertTrue(self.r.exists(P + f"tok:{tok_b}"))
+        self.assertEqual(self.f("gq_sweep_purge", "pb", 1), ["ok", "2"])
+        self.assertEqual([k for k in self.r.scan_iter("*") if b"pb" in k], [])
+        self.assertEqual(self.f("gq_heartbeat", jid_b, tok_b, 60000, "", ""), ["lost"])
+        self.assertEqual(self.f("gq_complete", jid_b, tok_b, result_blob(0)), ["lost"])
+        self.assertEqual(self.f("gq_sweep_purge", "pb"), ["dup"])
+        self.assertEqual(self.zmembers("sweeps"), set())
+        self.assertEqual(sorted(dec(k)[len(P):] for k in self.r.scan_iter("*")),
+                         ["dead", "events", "job:lonely", "job:pc:1", "q:other:ready", "queues",
+                          "seq"])
+
+    def test_shards_of_a_sweep_that_is_gone_are_cancelled(self):
+        self.submit("g", 3, max_attempts=1)
+        (j0, *_), t0 = self.claim()
+        self.f("gq_fail", j0, t0, "poison", 0, 0)
+        (j1, *_), t1 = self.claim()
+        self.r.delete(*[P + k for k in self.sweep_keys("g")])  # what a forced purge leaves
+        self.assertEqual(self.claim()[0], [])
+        job = self.h("job:g:2")
+        self.assertEqual((job["state"], job["error"]), ("cancelled", "sweep gone"))
+        self.assertEqual(self.f("gq_heartbeat", j1, t1, 60000, "", ""), ["ok", "sweep"])
+        self.assertEqual(self.f("gq_complete", j1, t1, result_blob(1)), ["dup"])
+        self.assertEqual(self.f("gq_dlq_retry", j0), ["refused", "sweep gone"])
+        self.assertEqual([k for k in self.r.scan_iter(P + "sweep:*")], [])
+
+    def test_schedule_retention_goes_to_each_fired_sweep(self):
+        self.r.hset(P + "sched:n:shards", mapping={"0": shard_payload(0)})
+        self.assertEqual(self.f("gq_schedule_set", "n", "0 2 * * *", "{}", 1), ["ok"])
+        self.assertEqual(self.h("sched:n")["retention_ms"], "0")
+        self.assertEqual(self.f("gq_schedule_set", "n", "0 2 * * *", "{}", 1, 5000), ["ok"])
+        self.assertEqual(self.h("sched:n")["retention_ms"], "5000")
+        due = int(self.h("sched:n")["last_due_ms"]) + 1
+        wait_for(lambda: self.now_ms() > due)
+        self.assertEqual(self.f("gq_schedule_fire", "n", due, "n-1", "judge", 0, 3, 0, ""),
+                         ["ok", "n-1"])
+        self.assertEqual(self.h("sweep:n-1")["retention_ms"], "5000")
+        self.run_shards("n-1")
+        sw = self.h("sweep:n-1")
+        self.assertEqual(sw["state"], "done")
+        self.assertEqual(self.expiretime("sweep:n-1"), int(sw["expires_ms"]))
+
     # ---- §1: bad arguments change nothing -------------------------------------------------------
 
     def dump_all(self):
@@ -424,6 +689,12 @@ class ProtocolTest(unittest.TestCase):
             ("gq_sweep_create", "ab", 0, "judge", 0, "{}"),
             ("gq_sweep_create", "ab", 2, "bad queue", 0, "{}"),
             ("gq_sweep_create", "ab", 2, "judge", 2000, "{}"),
+            ("gq_sweep_create", "ab", 2, "judge", 0, "{}", "", "x"),
+            ("gq_sweep_create", "ab", 2, "judge", 0, "{}", "", -1),
+            ("gq_sweep_create", "ab", 2, "judge", 0, "{}", "", 315360000001),
+            ("gq_sweep_purge", "a:b"),
+            ("gq_sweep_purge", "bad", 2),
+            ("gq_sweep_purge", "bad", "yes"),
             ("gq_sweep_seal", "missing"),
             ("gq_claim", "w", "abc", 60000, "judge"),
             ("gq_claim", "w", token().upper(), 60000, "judge"),
@@ -442,6 +713,8 @@ class ProtocolTest(unittest.TestCase):
             ("gq_schedule_set", "s", "0 2 * * *", "{}", 2),
             ("gq_schedule_set", "a:b", "0 2 * * *", "{}", 1),
             ("gq_schedule_set", "s", "*", "{}", 1),
+            ("gq_schedule_set", "s", "0 2 * * *", "{}", 1, "7d"),
+            ("gq_schedule_set", "s", "0 2 * * *", "{}", 1, -1),
             ("gq_schedule_fire", "missing", 1, "x", "judge", 0, 3, 0, "judge"),
             ("gq_schedule_fire", "s", "x", "x", "judge", 0, 3, 0, "judge"),
         ]
@@ -455,6 +728,9 @@ class ProtocolTest(unittest.TestCase):
         for keys, prefix in (([P + "x"], P), ([P + "seq"], "gq:{judge}"), (["seq"], "")):
             with self.assertRaisesRegex(redis.ResponseError, "^gq: KEYS"):
                 self.r.fcall("gq_stats", 1, *keys, prefix)
+        # refusals and replays change nothing either (§4: gq_sweep_purge)
+        self.assertEqual(self.f("gq_sweep_purge", "bad"), ["refused", "sealed"])
+        self.assertEqual(self.f("gq_sweep_purge", "missing", 1), ["dup"])
         self.assertEqual(self.dump_all(), before)
 
     # ---- §7: no duplicate claims ----------------------------------------------------------------

@@ -27,7 +27,7 @@ int ctl_metrics(int argc, char **argv);
  * --family F and --password-file FILE ---------------------------------------------------------- */
 
 /* judgectl submit SPEC [--id SID] [--queue Q] [--priority N] [--max-attempts N]
- * [--run-budget-s N] [--max-payload-mib N] [--watch]: prints the sweep id */
+ * [--run-budget-s N] [--max-payload-mib N] [--keep DURATION] [--watch]: prints the sweep id */
 int ctl_submit(int argc, char **argv);
 
 /* judgectl watch SID [--interval-ms N]: progress on stderr until the sweep ends */
@@ -44,6 +44,10 @@ int ctl_metrics_sweep(int argc, char **argv);
 
 /* judgectl cancel ID: a sweep, else a job */
 int ctl_cancel(int argc, char **argv);
+
+/* judgectl purge SID [--force] | purge --finished-before DURATION [--dry-run]: delete sweeps'
+ * keys and jobs now */
+int ctl_purge(int argc, char **argv);
 
 /* judgectl queues [--json] */
 int ctl_queues(int argc, char **argv);

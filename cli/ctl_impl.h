@@ -55,6 +55,12 @@ int ctl_redis_connect(const struct ctl_redis *r, const char *cmd, struct gq **ou
 int ctl_int_arg(const char *cmd, const char *opt, const char *arg, int64_t lo, int64_t hi,
                 int64_t *out);
 
+/* Parses a duration option value: a whole number with a unit, ms, s, m, h, d or w ("30m",
+ * "12h", "7d"), at most ten years, or "0" (and, with forever_ok, "forever") for 0. Prints a usage
+ * error naming opt and returns 2 when it is not one, 0 otherwise. */
+int ctl_duration_arg(const char *cmd, const char *opt, const char *arg, bool forever_ok,
+                     int64_t *ms);
+
 /* A command-specific option for ctl_args_parse: a flag or an option with a value. */
 struct ctl_opt {
     const char *name;   /* long name without "--" */
@@ -107,6 +113,9 @@ struct ctl_sweep {
     char *agg_job;                   /* "" when none */
     char *agg;                       /* the aggregate's result, "" when none */
     char *schedule;                  /* the schedule that fired it, "" when none */
+    int64_t retention_ms;            /* its keys' life once final; 0 = forever */
+    int64_t expires_ms;              /* when its keys expire; 0 when not set */
+    int64_t unsent;                  /* shards without a job when it was cancelled */
     int64_t n_samples, shard_size;   /* from meta; 0 when unknown */
 };
 
@@ -164,6 +173,9 @@ void ctl_build_free(struct ctl_build *b);
 json_t *ctl_build_meta(const struct ctl_build *b, const char *queue, int64_t submitted_ms);
 
 /* ---- formatting (ctl_redis.c) ---------------------------------------------------------------- */
+
+/* Whether a sweep is final: done, or cancelled with every shard terminal (PROTOCOL.md §3). */
+bool ctl_sweep_final(const struct ctl_sweep *sw);
 
 /* "42s", "7m", "3h", "5d" for a duration in ms. */
 void ctl_fmt_age(int64_t ms, char *buf, size_t len);

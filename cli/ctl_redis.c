@@ -74,6 +74,35 @@ int ctl_int_arg(const char *cmd, const char *opt, const char *arg, int64_t lo, i
     return 0;
 }
 
+int ctl_duration_arg(const char *cmd, const char *opt, const char *arg, bool forever_ok,
+                     int64_t *ms)
+{
+    static const struct {
+        const char *name;
+        int64_t ms;
+    } units[] = { { "ms", 1 },      { "s", 1000 },     { "m", 60000 },
+                  { "h", 3600000 }, { "d", 86400000 }, { "w", 7 * 86400000LL } };
+    const int64_t max_ms = 3650 * 86400000LL;
+    if (strcmp(arg, "0") == 0 || (forever_ok && strcmp(arg, "forever") == 0)) {
+        *ms = 0;
+        return 0;
+    }
+    char *end = NULL;
+    errno = 0;
+    long long v = arg[0] >= '0' && arg[0] <= '9' ? strtoll(arg, &end, 10) : -1;
+    for (size_t i = 0; v >= 0 && !errno && i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcmp(end, units[i].name) == 0 && v <= max_ms / units[i].ms) {
+            *ms = v * units[i].ms;
+            return 0;
+        }
+    }
+    fprintf(stderr,
+            "judgectl %s: %s: '%s' is not a duration (a whole number and a unit, ms, s, m, h, d "
+            "or w, e.g. 30m, 12h, 7d, at most 3650d%s)\n",
+            cmd, opt, arg, forever_ok ? "; 0 or forever keeps it forever" : "; or 0");
+    return 2;
+}
+
 int ctl_args_parse(const char *usage, int argc, char **argv, struct ctl_redis *ro,
                    const struct ctl_opt *opts, size_t n_opts, int min_pos, int max_pos, int *first)
 {
@@ -325,6 +354,9 @@ int ctl_sweep_load(struct gq *g, const char *sid, struct ctl_sweep *sw)
     sw->agg_job = ctl_field_dup(&r, "agg_job");
     sw->agg = ctl_field_dup(&r, "agg");
     sw->schedule = ctl_field_dup(&r, "schedule");
+    sw->retention_ms = ctl_field_int(&r, "retention_ms");
+    sw->expires_ms = ctl_field_int(&r, "expires_ms");
+    sw->unsent = ctl_field_int(&r, "unsent");
     size_t meta_len = 0;
     const char *meta = ctl_reply_field(&r, "meta", &meta_len);
     json_error_t jerr;
@@ -422,6 +454,12 @@ int ctl_sweep_results(struct gq *g, const char *cmd, const struct ctl_sweep *sw,
     }
     ctl_blobs_free(&b);
     return rc;
+}
+
+bool ctl_sweep_final(const struct ctl_sweep *sw)
+{
+    return strcmp(sw->state, "done") == 0 || (strcmp(sw->state, "cancelled") == 0 &&
+                                              sw->ok + sw->failed + sw->unsent >= sw->expected);
 }
 
 /* ---- formatting ------------------------------------------------------------------------------ */

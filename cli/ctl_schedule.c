@@ -13,13 +13,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CTL_SCHEDULE_USAGE                                                                 \
-    "usage: judgectl schedule add NAME CRON SPEC [--queue Q] [--priority N]\n"             \
-    "                             [--max-attempts N] [--run-budget-s N]\n"                 \
-    "                             [--max-payload-mib N] [--replace] " CTL_REDIS_USAGE "\n" \
-    "       judgectl schedule list [--json] " CTL_REDIS_USAGE "\n"                         \
-    "       judgectl schedule remove NAME " CTL_REDIS_USAGE "\n"                           \
-    "CRON: minute hour day-of-month month day-of-week, in UTC (e.g. \"0 2 * * *\").\n"
+#define CTL_SCHEDULE_USAGE                                                               \
+    "usage: judgectl schedule add NAME CRON SPEC [--queue Q] [--priority N]\n"           \
+    "                             [--max-attempts N] [--run-budget-s N]\n"               \
+    "                             [--max-payload-mib N] [--keep DURATION] [--replace]\n" \
+    "                             " CTL_REDIS_USAGE "\n"                                 \
+    "       judgectl schedule list [--json] " CTL_REDIS_USAGE "\n"                       \
+    "       judgectl schedule remove NAME " CTL_REDIS_USAGE "\n"                         \
+    "CRON: minute hour day-of-month month day-of-week, in UTC (e.g. \"0 2 * * *\").\n"   \
+    "--keep: how long each fired sweep's keys stay once it is finished (as submit --keep).\n"
 
 /* HSETs every shard payload under <P>sched:<name>:shards; labels under :labels. */
 static int ctl_schedule_store(struct gq *g, const char *name, const struct ctl_build *b)
@@ -53,7 +55,7 @@ static int ctl_schedule_add(int argc, char **argv)
     struct ctl_redis ro;
     ctl_redis_init(&ro);
     const char *queue = "judge", *prio_arg = NULL, *attempts_arg = NULL, *budget_arg = NULL,
-               *mib_arg = NULL;
+               *mib_arg = NULL, *keep_arg = NULL;
     bool replace = false;
     const struct ctl_opt opts[] = {
         { "queue", 0, NULL, &queue },
@@ -61,6 +63,7 @@ static int ctl_schedule_add(int argc, char **argv)
         { "max-attempts", 0, NULL, &attempts_arg },
         { "run-budget-s", 0, NULL, &budget_arg },
         { "max-payload-mib", 0, NULL, &mib_arg },
+        { "keep", 0, NULL, &keep_arg },
         { "replace", 0, &replace, NULL },
     };
     int first, rc = ctl_args_parse(CTL_SCHEDULE_USAGE, argc, argv, &ro, opts,
@@ -68,14 +71,15 @@ static int ctl_schedule_add(int argc, char **argv)
     if (rc >= 0) {
         return rc;
     }
-    int64_t prio = 0, max_attempts = 3, budget_s = 0, max_mib = 16;
+    int64_t prio = 0, max_attempts = 3, budget_s = 0, max_mib = 16, keep_ms = 0;
     if ((prio_arg && (rc = ctl_int_arg("schedule", "--priority", prio_arg, 0, 1000, &prio))) ||
         (attempts_arg &&
          (rc = ctl_int_arg("schedule", "--max-attempts", attempts_arg, 1, 1000, &max_attempts))) ||
         (budget_arg &&
          (rc = ctl_int_arg("schedule", "--run-budget-s", budget_arg, 0, 365 * 86400, &budget_s))) ||
         (mib_arg &&
-         (rc = ctl_int_arg("schedule", "--max-payload-mib", mib_arg, 1, 64, &max_mib)))) {
+         (rc = ctl_int_arg("schedule", "--max-payload-mib", mib_arg, 1, 64, &max_mib))) ||
+        (keep_arg && (rc = ctl_duration_arg("schedule", "--keep", keep_arg, true, &keep_ms)))) {
         return rc;
     }
     const char *name = argv[first], *cron_text = argv[first + 1], *spec_path = argv[first + 2];
@@ -131,17 +135,26 @@ static int ctl_schedule_add(int argc, char **argv)
     json_object_set_new(meta, "run_budget_ms", json_integer(budget_s * 1000));
     json_object_set_new(meta, "agg_queue", json_string(queue));
     meta_text = json_dumps(meta, JSON_COMPACT | JSON_ENSURE_ASCII);
-    char n_shards[24];
+    char n_shards[24], keep[24];
     snprintf(n_shards, sizeof(n_shards), "%zu", b.n_shards);
+    snprintf(keep, sizeof(keep), "%" PRId64, keep_ms);
+    /* the retention is gq_schedule_set's optional trailing argument: given only when set */
     if (ctl_schedule_store(g, name, &b) != 0 ||
-        ctl_fcall(g, "gq_schedule_set", NULL, 4, name, cron_text, meta_text, n_shards) != 0) {
+        ctl_fcall(g, "gq_schedule_set", NULL, keep_ms > 0 ? 5 : 4, name, cron_text, meta_text,
+                  n_shards, keep) != 0) {
         fprintf(stderr, "judgectl schedule: %s: %s\n", name, gq_errstr(g));
         goto done;
     }
     char next[32];
     ctl_fmt_utc((int64_t)cron_next(&cron, (time_t)(now / 1000)) * 1000, next, sizeof(next));
-    printf("schedule %s: '%s' (UTC), next run %s: %zu samples in %zu shards on queue '%s'\n", name,
+    printf("schedule %s: '%s' (UTC), next run %s: %zu samples in %zu shards on queue '%s'", name,
            cron_text, next, b.n_samples, b.n_shards, queue);
+    if (keep_ms > 0) {
+        char kept[32];
+        ctl_fmt_age(keep_ms, kept, sizeof(kept));
+        printf(", each sweep kept %s once finished", kept);
+    }
+    putchar('\n');
     rc = fflush(stdout) == 0 ? 0 : 1;
 done:
     gq_reply_free(&r);
@@ -177,8 +190,8 @@ static int ctl_schedule_list(int argc, char **argv)
     }
     int64_t now = ctl_now_ms(g);
     if (!as_json) {
-        printf("%-24s %-18s %-21s %-16s %s\n", "SCHEDULE", "CRON (UTC)", "NEXT DUE", "QUEUE",
-               "LAST SWEEP");
+        printf("%-24s %-18s %-21s %-16s %-32s %s\n", "SCHEDULE", "CRON (UTC)", "NEXT DUE", "QUEUE",
+               "LAST SWEEP", "KEEP");
     }
     for (size_t i = 0; i < names.n; i++) {
         char *key = ctl_key(g, "sched:%s", names.str[i]);
@@ -193,6 +206,12 @@ static int ctl_schedule_list(int argc, char **argv)
         const char *last_due = ctl_reply_field(&h, "last_due_ms", NULL);
         const char *last_sweep = ctl_reply_field(&h, "last_sweep", NULL);
         const char *meta_text = ctl_reply_field(&h, "meta", NULL);
+        const char *keep_text = ctl_reply_field(&h, "retention_ms", NULL);
+        int64_t keep_ms = keep_text ? strtoll(keep_text, NULL, 10) : 0;
+        char keep[32] = "forever";
+        if (keep_ms > 0) {
+            ctl_fmt_age(keep_ms, keep, sizeof(keep));
+        }
         json_error_t jerr;
         json_t *meta = meta_text ? json_loads(meta_text, 0, &jerr) : NULL;
         const char *queue = json_string_value(json_object_get(meta, "queue"));
@@ -215,10 +234,11 @@ static int ctl_schedule_list(int argc, char **argv)
             json_object_set_new(e, "last_sweep",
                                 last_sweep ? json_string(last_sweep) : json_null());
             json_object_set_new(e, "meta", meta ? json_incref(meta) : json_null());
+            json_object_set_new(e, "retention_ms", json_integer(keep_ms));
             json_array_append_new(list, e);
         } else {
-            printf("%-24s %-18s %-21s %-16s %s\n", names.str[i], cron_text ? cron_text : "-", next,
-                   queue ? queue : "-", last_sweep ? last_sweep : "-");
+            printf("%-24s %-18s %-21s %-16s %-32s %s\n", names.str[i], cron_text ? cron_text : "-",
+                   next, queue ? queue : "-", last_sweep ? last_sweep : "-", keep);
         }
         json_decref(meta);
         gq_reply_free(&h);

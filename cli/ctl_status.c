@@ -42,6 +42,9 @@ static json_t *ctl_sweep_json(const struct ctl_sweep *sw)
     json_t *agg = *sw->agg ? json_loads(sw->agg, 0, &jerr) : NULL;
     json_object_set_new(o, "agg", agg ? agg : *sw->agg ? json_string(sw->agg) : json_null());
     json_object_set_new(o, "schedule", *sw->schedule ? json_string(sw->schedule) : json_null());
+    json_object_set_new(o, "retention_ms", json_integer(sw->retention_ms));
+    json_object_set_new(o, "expires_ms",
+                        sw->expires_ms ? json_integer(sw->expires_ms) : json_null());
     return o;
 }
 
@@ -178,7 +181,21 @@ static int ctl_status_sweep(struct gq *g, const char *sid, bool as_json)
     if (*sw.schedule) {
         printf(", by schedule %s", sw.schedule);
     }
-    printf("\nsamples  %" PRId64 " in shards of %" PRId64 "\n", sw.n_samples, sw.shard_size);
+    putchar('\n');
+    if (sw.expires_ms) {
+        char in[32], keep[32];
+        ctl_fmt_utc(sw.expires_ms, when, sizeof(when));
+        ctl_fmt_age(sw.expires_ms - now, in, sizeof(in));
+        ctl_fmt_age(sw.retention_ms, keep, sizeof(keep));
+        printf("expires  %s (in %s; kept %s once finished)\n", when, in, keep);
+    } else if (sw.retention_ms) {
+        char keep[32];
+        ctl_fmt_age(sw.retention_ms, keep, sizeof(keep));
+        printf("expires  %s after it finishes\n", keep);
+    } else {
+        printf("expires  never (judgectl purge deletes it)\n");
+    }
+    printf("samples  %" PRId64 " in shards of %" PRId64 "\n", sw.n_samples, sw.shard_size);
     printf("shards   %" PRId64 " ok, %" PRId64 " failed, %" PRId64 " running, %" PRId64
            " queued, %" PRId64 " retrying",
            sw.ok, sw.failed, n_running, n_queued, n_delayed);

@@ -18,9 +18,11 @@
 
 #define CTL_SUBMIT_USAGE                                                                     \
     "usage: judgectl submit SPEC [--id SID] [--queue Q] [--priority N] [--max-attempts N]\n" \
-    "                        [--run-budget-s N] [--max-payload-mib N] [--watch]\n"           \
-    "                        " CTL_REDIS_USAGE "\n"                                          \
-    "Validates SPEC and its input, enqueues one job per shard and prints the sweep id.\n"
+    "                        [--run-budget-s N] [--max-payload-mib N] [--keep DURATION]\n"   \
+    "                        [--watch] " CTL_REDIS_USAGE "\n"                                \
+    "Validates SPEC and its input, enqueues one job per shard and prints the sweep id.\n"    \
+    "--keep: how long the sweep's keys stay in Redis once it is done or cancelled (30m,\n"   \
+    "12h, 7d; default 0 or forever: until judgectl purge).\n"
 
 /* "file:line" (JSONL, blank lines skipped as the reader skips them) or "file:[i]" (a JSON
  * array) of input record i, as judge_input_load names records in its errors. */
@@ -208,6 +210,29 @@ static int ctl_submit_existing(struct gq *g, const char *sid, const struct ctl_b
     return rc;
 }
 
+/* A gq_v1 library loaded before sweep retention existed ignores the argument: say so rather
+ * than keep the sweep forever silently. */
+static int ctl_submit_check_retention(struct gq *g, const char *sid)
+{
+    char *key = ctl_key(g, "sweep:%s", sid);
+    struct gq_reply r = { 0 };
+    int err = ctl_cmd(g, &r, 3, "HEXISTS", key, "retention_ms");
+    int rc = 0;
+    if (err) {
+        fprintf(stderr, "judgectl submit: sweep %s: %s\n", sid, gq_errstr(g));
+        rc = 1;
+    } else if (r.n != 1 || strcmp(r.str[0], "1") != 0) {
+        fprintf(stderr,
+                "judgectl submit: warning: the gq_v1 library in this Redis predates sweep "
+                "retention, so sweep %s is kept until purged; replace it (FUNCTION LOAD REPLACE, "
+                "docs/OPERATIONS.md)\n",
+                sid);
+    }
+    gq_reply_free(&r);
+    free(key);
+    return rc;
+}
+
 int ctl_submit(int argc, char **argv)
 {
     static const struct option long_opts[] = {
@@ -217,6 +242,7 @@ int ctl_submit(int argc, char **argv)
         { "max-attempts", required_argument, NULL, 'a' },
         { "run-budget-s", required_argument, NULL, 'b' },
         { "max-payload-mib", required_argument, NULL, 'm' },
+        { "keep", required_argument, NULL, 'k' },
         { "watch", no_argument, NULL, 'w' },
         { "help", no_argument, NULL, 'h' },
         CTL_REDIS_LONG_OPTS,
@@ -225,7 +251,7 @@ int ctl_submit(int argc, char **argv)
     struct ctl_redis ro;
     ctl_redis_init(&ro);
     const char *sid_arg = NULL, *queue = "judge";
-    int64_t prio = 0, max_attempts = 3, budget_s = 0, max_mib = 16;
+    int64_t prio = 0, max_attempts = 3, budget_s = 0, max_mib = 16, keep_ms = 0;
     bool watch = false;
     optind = 1;
     int c, rc;
@@ -257,6 +283,11 @@ int ctl_submit(int argc, char **argv)
             break;
         case 'm':
             if ((rc = ctl_int_arg("submit", "--max-payload-mib", optarg, 1, 64, &max_mib))) {
+                return rc;
+            }
+            break;
+        case 'k':
+            if ((rc = ctl_duration_arg("submit", "--keep", optarg, true, &keep_ms))) {
                 return rc;
             }
             break;
@@ -307,9 +338,21 @@ int ctl_submit(int argc, char **argv)
     meta = ctl_build_meta(&b, queue, ctl_now_ms(g));
     meta_text = json_dumps(meta, JSON_COMPACT | JSON_ENSURE_ASCII);
     enum gq_status st;
-    if (gq_sweep_create(g, sid, (int64_t)b.n_shards, queue, (int)prio, meta_text, b.labels,
-                        b.labels_len, &st) != 0) {
+    const struct gq_sweep_new sweep = {
+        .sid = sid,
+        .expected = (int64_t)b.n_shards,
+        .agg_queue = queue,
+        .agg_prio = (int)prio,
+        .meta = meta_text,
+        .labels = b.labels,
+        .labels_len = b.labels_len,
+        .retention_ms = keep_ms,
+    };
+    if (gq_sweep_create_opts(g, &sweep, &st) != 0) {
         fprintf(stderr, "judgectl submit: creating sweep %s: %s\n", sid, gq_errstr(g));
+        goto done;
+    }
+    if (st == GQ_OK && keep_ms > 0 && ctl_submit_check_retention(g, sid) != 0) {
         goto done;
     }
     bool enqueue = true;
@@ -358,6 +401,11 @@ int ctl_submit(int argc, char **argv)
                 sid, b.n_samples, b.n_shards, b.spec->shard_size, queue);
         if (n_dup) {
             fprintf(stderr, " (%zu shards were already enqueued)", n_dup);
+        }
+        if (keep_ms > 0) {
+            char keep[32];
+            ctl_fmt_age(keep_ms, keep, sizeof(keep));
+            fprintf(stderr, "; kept %s once it is finished", keep);
         }
         fputc('\n', stderr);
     }

@@ -34,8 +34,9 @@ static const struct ctl_command ctl_commands[] = {
       "  metrics SID [--json] [--partial]                       the same for a sweep in Redis" },
     { "submit", ctl_submit,
       "submit SPEC [--id SID] [--queue Q] [--priority N] [--max-attempts N]\n"
-      "           [--run-budget-s N] [--max-payload-mib N] [--watch]\n"
-      "           validate, shard and enqueue a sweep; prints its id" },
+      "           [--run-budget-s N] [--max-payload-mib N] [--keep DURATION] [--watch]\n"
+      "           validate, shard and enqueue a sweep; prints its id; --keep 7d: its keys\n"
+      "           expire 7 days after it finishes (default: kept until purged)" },
     { "watch", ctl_watch,
       "watch SID [--interval-ms N]                            progress bar until the sweep ends" },
     { "status", ctl_status,
@@ -44,6 +45,9 @@ static const struct ctl_command ctl_commands[] = {
       "results SID [-o FILE] [--partial]                      the sweep's judgments as JSONL" },
     { "cancel", ctl_cancel,
       "cancel ID                                              cancel a sweep or a job" },
+    { "purge", ctl_purge,
+      "purge SID [--force] | purge --finished-before DURATION [--dry-run]\n"
+      "           delete finished sweeps' keys and jobs now (--force: a running one too)" },
     { "queues", ctl_queues,
       "queues [--json]                                        ready/paused per queue, totals" },
     { "workers", ctl_workers,
@@ -55,8 +59,9 @@ static const struct ctl_command ctl_commands[] = {
     { "resume", ctl_resume,
       "resume QUEUE                                           allow claims again" },
     { "schedule", ctl_schedule,
-      "schedule add NAME CRON SPEC [submit options] [--replace] | schedule list [--json]\n"
-      "           | schedule remove NAME                  sweeps re-run on a cron (UTC)" },
+      "schedule add NAME CRON SPEC [submit options] [--keep DURATION] [--replace]\n"
+      "           | schedule list [--json] | schedule remove NAME\n"
+      "           sweeps re-run on a cron (UTC)" },
 };
 
 static void ctl_usage(FILE *f)

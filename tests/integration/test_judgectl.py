@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -328,6 +329,135 @@ class JudgectlTest(unittest.TestCase):
         rc, _, err = self.ctl("schedule", "remove", "nightly")
         self.assertEqual(rc, 1)
         self.assertEqual(self.ctl("schedule")[0], 2)
+
+    # ---- retention and purge -----------------------------------------------------------------
+
+    def finish(self, sid, queue="judge"):
+        """Be the worker for every shard of `sid` and its aggregate (the records do not matter
+        here), so that the sweep is done. Its queue must hold nothing else."""
+        n = int(self.h(f"sweep:{sid}")["expected"])
+        for _ in range(n + 1):
+            tok = os.urandom(16).hex()
+            jid = self.fcall("gq_claim", "test-worker", tok, 60000, queue)[0]
+            self.assertTrue(jid.startswith(f"{sid}:") or jid.startswith(f"agg:{sid}:"), jid)
+            self.assertEqual(self.fcall("gq_complete", jid, tok, "{}"), ["ok"])
+        self.assertEqual(self.h(f"sweep:{sid}")["state"], "done")
+
+    def server_ms(self):
+        sec, usec = self.r.time()
+        return sec * 1000 + usec // 1000
+
+    def test_keep_durations(self):
+        spec = self.spec(n=3, shard_size=2)
+        for arg, ms in (("30m", 1800000), ("12h", 43200000), ("7d", 604800000),
+                        ("2w", 1209600000), ("1500ms", 1500), ("0", 0), ("forever", 0)):
+            sid = "keep-" + arg
+            self.assertEqual(self.ok("submit", spec, "--id", sid, "--keep", arg), sid + "\n")
+            self.assertEqual(self.h(f"sweep:{sid}")["retention_ms"], str(ms), arg)
+        self.assertEqual(self.h("sweep:" + self.ok("submit", spec).strip())["retention_ms"], "0")
+        self.r.flushall()
+        for args, flag in ((["submit", spec, "--keep", "7x"], "--keep"),
+                           (["submit", spec, "--keep", "-1d"], "--keep"),
+                           (["submit", spec, "--keep", "7"], "--keep"),
+                           (["submit", spec, "--keep", "3651d"], "--keep"),
+                           (["submit", spec, "--keep", ""], "--keep"),
+                           (["schedule", "add", "n", "0 2 * * *", spec, "--keep", "1y"], "--keep"),
+                           (["purge", "--finished-before", "soon"], "--finished-before"),
+                           (["purge", "--finished-before", "forever"], "--finished-before")):
+            rc, out, err = self.ctl(*args)
+            self.assertEqual((rc, out), (2, ""), args)
+            self.assertIn(f"{flag}: '{args[-1]}' is not a duration", err)
+        self.assertEqual(self.r.keys("*sweep*") + self.r.keys("*sched*"), [])
+
+    def test_submit_keep_then_status_shows_when_the_keys_expire(self):
+        spec = self.spec(n=3, shard_size=2)
+        self.ok("submit", spec, "--id", "kept", "--keep", "2d")
+        self.ok("submit", spec, "--id", "forever", "--queue", "other")
+        self.assertIn("expires  2d after it finishes\n", self.ok("status", "kept"))
+        self.assertIn("expires  never", self.ok("status", "forever"))
+        st = json.loads(self.ok("status", "kept", "--json"))
+        self.assertEqual((st["retention_ms"], st["expires_ms"]), (172800000, None))
+        self.finish("kept")
+        expires = int(self.h("sweep:kept")["expires_ms"])
+        self.assertEqual(self.r.execute_command("PEXPIRETIME", P + "sweep:kept:res"), expires)
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires // 1000))
+        self.assertRegex(self.ok("status", "kept"),
+                         rf"\nexpires  {when} \(in 4[78]h; kept 2d once finished\)\n")
+        st = json.loads(self.ok("status", "kept", "--json"))
+        self.assertEqual((st["retention_ms"], st["expires_ms"]), (172800000, expires))
+        self.assertIsNone(json.loads(self.ok("status", "forever", "--json"))["expires_ms"])
+
+    def test_purge(self):
+        spec = self.spec(n=3, shard_size=2)
+        for sid in ("old", "new", "running"):
+            self.ok("submit", spec, "--id", sid, "--queue", sid)  # a queue per sweep
+        self.finish("old", "old")
+        self.finish("new", "new")
+        # old was created three hours ago and finished two hours ago (Redis time; the sweeps zset
+        # scores creation times, PROTOCOL.md section 2)
+        old_done = self.server_ms() - 7200000
+        self.r.hset(P + "sweep:old", mapping={"created_ms": old_done - 3600000,
+                                              "finished_ms": old_done})
+        self.r.zadd(P + "sweeps", {"old": old_done - 3600000})
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(old_done // 1000))
+        # "running" is sealed, one shard claimed
+        tok = os.urandom(16).hex()
+        self.assertEqual(self.fcall("gq_claim", "w", tok, 60000, "running")[0], "running:0")
+        keys = sorted(self.r.keys("*"))
+        # --dry-run lists and deletes nothing
+        rc, out, err = self.ctl("purge", "--finished-before", "1h", "--dry-run")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out, f"would purge old (done, finished {when})\n")
+        self.assertIn("1 sweeps would be purged", err)
+        self.assertEqual(sorted(self.r.keys("*")), keys)
+        # a sweep that is not finished is refused by name
+        rc, out, err = self.ctl("purge", "running")
+        self.assertEqual((rc, out), (1, ""))
+        self.assertIn("sweep running is sealed, not finished", err)
+        self.assertIn("--force", err)
+        self.assertEqual(sorted(self.r.keys("*")), keys)
+        # finished more than an hour ago: old only
+        rc, out, err = self.ctl("purge", "--finished-before", "1h")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out, f"purged old (done, finished {when}, 3 jobs)\n")
+        self.assertEqual([k for k in self.r.keys("*") if b"old" in k], [])
+        self.assertEqual(self.r.zrange(P + "sweeps", 0, -1), [b"new", b"running"])
+        self.assertEqual(sorted(self.r.keys("*")), [k for k in keys if b"old" not in k])
+        self.assertEqual(self.h("sweep:new")["state"], "done")
+        self.assertEqual(self.ok("purge", "new"), "purged new (3 jobs)\n")
+        self.assertEqual(self.ok("purge", "running", "--force"), "purged running (2 jobs)\n")
+        self.assertEqual(self.fcall("gq_heartbeat", "running:0", tok, 60000, "", ""), ["lost"])
+        self.assertEqual([k for k in self.r.keys("*") if b"sweep" in k or b"job:" in k], [])
+        rc, _, err = self.ctl("purge", "running")
+        self.assertEqual(rc, 1)
+        self.assertIn("no sweep named 'running'", err)
+        for bad in ([], ["a", "--dry-run"], ["--finished-before", "1h", "--force"],
+                    ["a", "--finished-before", "1h"], ["a:b"]):
+            self.assertEqual(self.ctl("purge", *bad)[0], 2, bad)
+
+    def test_schedule_keep_reaches_each_fired_sweep(self):
+        spec = self.spec(n=3, shard_size=2)
+        out = self.ok("schedule", "add", "nightly", "0 2 * * *", spec, "--keep", "12h")
+        self.assertIn("each sweep kept 12h once finished", out)
+        self.assertEqual(self.h("sched:nightly")["retention_ms"], "43200000")
+        self.assertRegex(self.ok("schedule", "list"), r"nightly\s.*\s12h\n")
+        self.assertEqual(json.loads(self.ok("schedule", "list", "--json"))[0]["retention_ms"],
+                         43200000)
+        # fire it as judged does (gq_schedule_fire's eight arguments, PROTOCOL.md section 4)
+        due = int(self.h("sched:nightly")["last_due_ms"]) + 1
+        deadline = time.time() + 10
+        while self.server_ms() <= due and time.time() < deadline:
+            time.sleep(0.01)
+        self.assertEqual(self.fcall("gq_schedule_fire", "nightly", due, "nightly-1", "judge", 0,
+                                    3, 0, "judge"), ["ok", "nightly-1"])
+        self.assertEqual(self.h("sweep:nightly-1")["retention_ms"], "43200000")
+        self.finish("nightly-1")
+        st = json.loads(self.ok("status", "nightly-1", "--json"))
+        self.assertEqual(st["expires_ms"], int(self.h("sweep:nightly-1")["finished_ms"]) + 43200000)
+        # without --keep a schedule keeps its sweeps forever
+        self.ok("schedule", "add", "nightly", "0 2 * * *", spec, "--replace")
+        self.assertEqual(self.h("sched:nightly")["retention_ms"], "0")
+        self.assertRegex(self.ok("schedule", "list"), r"nightly\s.*\sforever\n")
 
     # ---- results and metrics against judgectl run ------------------------------------------
 

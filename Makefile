@@ -5,6 +5,9 @@
 #   make demo                  the main job on the embedded default
 #   make SANITIZER=address     instrumented build in build/asan (also undefined, thread)
 #   make CUDA=0                skip CUDA even when nvcc is present (CUDA=1: require it)
+#   make CUDA=emu              the CUDA code against cuemu, a CPU emulation of the CUDA runtime,
+#                              cuBLAS and NCCL (tests/cuemu/README.md), in build/<variant>-cuemu
+#   make test-cuemu            the GPU tests (tests/gpu/test_*.c) on cuemu, in two thread orders
 #   make fuzz                  libFuzzer binaries (clang) in build/fuzz
 #   make format | format-check | tidy
 #
@@ -35,6 +38,9 @@ endif
 
 ifeq ($(CUDA),0)
 HAVE_CUDA :=
+else ifeq ($(CUDA),emu)
+HAVE_CUDA := emu
+VARIANT   := $(VARIANT)-cuemu
 else ifeq ($(CUDA),1)
 ifeq ($(NVCC),)
 $(error CUDA=1 but nvcc was not found)
@@ -63,7 +69,17 @@ BLAS_DIR    ?= $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/openblas-openmp 
 BLAS_LIBS   := $(if $(BLAS_DIR),-L$(BLAS_DIR) -Wl$(comma)-rpath$(comma)$(BLAS_DIR)) -lopenblas
 LDLIBS_ALL  := $(BLAS_LIBS) -lhiredis -ljansson -lyaml -lm -lpthread $(LDLIBS)
 
-ifneq ($(HAVE_CUDA),)
+ifeq ($(HAVE_CUDA),emu)
+# cuemu: the kernels translated to C++ (tests/cuemu/cu2cc.sh) and the runtime, cuBLAS and NCCL
+# headers of tests/cuemu/include, so every HAVE_CUDA path builds and runs on the CPU.
+CXX         ?= g++
+CFLAGS_ALL  += -DHAVE_CUDA=1 -DHAVE_NCCL=1 -DJUDGED_CUEMU=1 -Itests/cuemu/include
+CUEMU_CXXFLAGS := -std=c++17 $(OPT) -g -Wall -Wextra -Wno-unused-function \
+               $(if $(filter true,$(CI)),-Werror) $(SANFLAGS) -ffp-contract=off -MMD -MP -I. \
+               -Ikernels/cuda -Itests/cuemu/include
+LDLIBS_ALL  += -lstdc++
+HAVE_NCCL   := 1
+else ifneq ($(HAVE_CUDA),)
 CFLAGS_ALL  += -DHAVE_CUDA=1 -I$(CUDA_HOME)/include
 NVCCFLAGS   ?= -O2 -std=c++17 -gencode arch=compute_80,code=sm_80 \
                -gencode arch=compute_90,code=[sm_90,compute_90]
@@ -92,6 +108,9 @@ LIB_SRCS    := $(filter-out %nccl_cuda.c,$(LIB_SRCS))
 endif
 LIB_SRCS    := $(filter-out $(LIB_EXCLUDE),$(LIB_SRCS))
 LIB_OBJS    := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(CU_SRCS:%.cu=$(BUILD)/%.cu.o) $(BUILD)/gen/gq_lua.o
+ifeq ($(HAVE_CUDA),emu)
+LIB_OBJS    += $(BUILD)/tests/cuemu/cuemu.o
+endif
 LIB         := $(BUILD)/libjudged.a
 
 CLI_OBJS    := $(patsubst %.c,$(BUILD)/%.o,$(wildcard cli/*.c))
@@ -107,7 +126,7 @@ REPLAY_BINS := $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 BENCH_SRCS  := $(wildcard bench/*.c)
 BENCH_BINS  := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all build-tests test test-unit test-fuzz test-cli test-kernels test-integration test-faults demo fuzz bench clean \
+.PHONY: all build-tests test test-unit test-fuzz test-cli test-kernels test-cuemu cuemu-build test-integration test-faults demo fuzz bench clean \
         format format-check tidy
 
 all: $(BINDIR)/judged $(BINDIR)/judgectl
@@ -116,9 +135,20 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
+ifeq ($(HAVE_CUDA),emu)
+$(BUILD)/%.cu.o: %.cu tests/cuemu/cu2cc.sh
+	@mkdir -p $(dir $@)
+	tests/cuemu/cu2cc.sh $< $(BUILD)/$*.cu.cc
+	$(CXX) $(CUEMU_CXXFLAGS) -c $(BUILD)/$*.cu.cc -o $@
+
+$(BUILD)/tests/cuemu/cuemu.o: tests/cuemu/cuemu.cc
+	@mkdir -p $(dir $@)
+	$(CXX) $(CUEMU_CXXFLAGS) -c $< -o $@
+else
 $(BUILD)/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS_ALL) -c $< -o $@
+endif
 
 # The Redis Functions library is embedded in the binaries as one C string.
 $(BUILD)/gen/gq_lua.c: queue/gq_v1.lua
@@ -159,11 +189,39 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(LDFLAGS_ALL) $(LDLIBS_ALL)
 
-test: test-unit test-kernels test-fuzz test-cli test-integration test-faults
+test: test-unit test-kernels test-cuemu test-fuzz test-cli test-integration test-faults
 
 # Every test binary, so CI can build in parallel and then run the (timing-sensitive) tests one
 # suite at a time.
-build-tests: $(UNIT_BINS) $(GPU_BINS) $(REPLAY_BINS) $(BINDIR)/judged $(BINDIR)/judgectl
+build-tests: $(UNIT_BINS) $(GPU_BINS) $(REPLAY_BINS) $(BINDIR)/judged $(BINDIR)/judgectl cuemu-build
+
+# cuemu (tests/cuemu/README.md): the GPU tests and cuemu's own against the emulated runtime, in a
+# build of their own beside this one ($(BUILD)-cuemu), once with CUDA threads resumed in
+# forward order and once in reverse (CUEMU_ORDERS), so that a missing barrier changes a result.
+CUEMU_MAKE = $(MAKE) --no-print-directory CUDA=emu BUILD=$(BUILD)-cuemu BINDIR=$(BUILD)-cuemu/bin
+ifeq ($(HAVE_CUDA),emu)
+GPU_BINS    += $(BUILD)/tests/cuemu_test
+
+$(BUILD)/tests/cuemu_test: tests/cuemu/test_cuemu.cu tests/cuemu/cu2cc.sh $(LIB)
+	@mkdir -p $(dir $@)
+	tests/cuemu/cu2cc.sh $< $(BUILD)/tests/test_cuemu.cu.cc
+	$(CXX) $(CUEMU_CXXFLAGS) -o $@ $(BUILD)/tests/test_cuemu.cu.cc $(LIB) $(LDFLAGS_ALL) \
+	    $(LDLIBS_ALL) -lcmocka
+
+cuemu-build: $(GPU_BINS)
+
+CUEMU_ORDERS ?= forward reverse
+
+test-cuemu: $(GPU_BINS)
+	@for o in $(CUEMU_ORDERS); do echo "cuemu: CUDA threads resumed in $$o order"; \
+	    CUEMU_ORDER=$$o tests/run_unit.sh $(GPU_BINS) || exit 1; done
+else
+cuemu-build:
+	+@$(CUEMU_MAKE) cuemu-build
+
+test-cuemu:
+	+@$(CUEMU_MAKE) test-cuemu
+endif
 
 test-unit: $(UNIT_BINS)
 	@tests/run_unit.sh $(UNIT_BINS)
@@ -208,7 +266,7 @@ build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB_SRCS)
 clean:
 	rm -rf build bin
 
-FORMAT_FILES = $(shell git ls-files '*.c' '*.h' '*.cu' '*.cuh')
+FORMAT_FILES = $(shell git ls-files '*.c' '*.h' '*.cu' '*.cuh' '*.cc')
 format:
 	clang-format -i $(FORMAT_FILES)
 format-check:

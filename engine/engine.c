@@ -292,12 +292,52 @@ static double engine_now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+bool engine_samples_on_device(const struct engine *e)
+{
+#ifdef HAVE_CUDA
+    const char *v = getenv("JUDGED_DEVICE_SAMPLING");
+    return e->ops == &engine_backend_cuda_ops && !(v && strcmp(v, "0") == 0);
+#else
+    (void)e;
+    return false;
+#endif
+}
+
+int engine_sample_device(struct engine *e, int32_t n_rows, const float *temperature,
+                         const int32_t *top_k, const float *top_p, const uint64_t *seed,
+                         const uint64_t *step, int32_t *tokens)
+{
+    e->errstr[0] = '\0';
+    if (!engine_samples_on_device(e)) {
+        snprintf(e->errstr, sizeof(e->errstr), "the %s backend does not sample on a device",
+                 e->ops->name);
+        return -ENOTSUP;
+    }
+#ifdef HAVE_CUDA
+    int err =
+        engine_backend_cuda_sample(e->ctx, n_rows, temperature, top_k, top_p, seed, step, tokens);
+    if (err) {
+        snprintf(e->errstr, sizeof(e->errstr), "device sampling of %" PRId32 " rows failed (%d)",
+                 n_rows, err);
+    }
+    return err;
+#else
+    (void)n_rows, (void)temperature, (void)top_k, (void)top_p, (void)seed, (void)step, (void)tokens;
+    return -ENOTSUP;
+#endif
+}
+
 int engine_forward(struct engine *e, const struct engine_batch *b, float *logits)
 {
     e->errstr[0] = '\0';
     int err = engine_batch_check(e, b);
     if (err) {
         return err;
+    }
+    if (!logits && b->n_outputs > 0 && !engine_samples_on_device(e)) {
+        snprintf(e->errstr, sizeof(e->errstr), "no logits buffer for %" PRId32 " outputs",
+                 b->n_outputs);
+        return -EINVAL;
     }
     double t0 = engine_now_s();
     err = e->ops->forward(e->ctx, b, logits);

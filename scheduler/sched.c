@@ -130,6 +130,11 @@ struct sched {
     int32_t b_n_tokens, b_n_seqs, b_n_outputs;
     float *logits; /* [max_seqs, n_vocab] */
     struct sampler_scratch *scratch;
+    /* device sampling (engine_samples_on_device): per output row [max_seqs] */
+    bool dev_sampling;
+    float *d_temp, *d_top_p;
+    int32_t *d_top_k, *d_tokens;
+    uint64_t *d_seed, *d_step;
     uint64_t step_id;
 
     struct sched_stats st;
@@ -220,6 +225,12 @@ void sched_destroy(struct sched *s)
     free(s->b_reqs);
     free(s->logits);
     sampler_scratch_destroy(s->scratch);
+    free(s->d_temp);
+    free(s->d_top_p);
+    free(s->d_top_k);
+    free(s->d_tokens);
+    free(s->d_seed);
+    free(s->d_step);
     kv_pool_destroy(s->pool);
     free(s);
 }
@@ -297,8 +308,16 @@ int sched_create(const struct sched_config *cfg, struct engine *e, const struct 
     s->b_reqs = malloc(S * sizeof(*s->b_reqs));
     s->logits = malloc(S * (size_t)s->n_vocab * sizeof(*s->logits));
     s->scratch = sampler_scratch_create(s->n_vocab);
+    s->dev_sampling = engine_samples_on_device(e);
+    s->d_temp = malloc(S * sizeof(*s->d_temp));
+    s->d_top_p = malloc(S * sizeof(*s->d_top_p));
+    s->d_top_k = malloc(S * sizeof(*s->d_top_k));
+    s->d_tokens = malloc(S * sizeof(*s->d_tokens));
+    s->d_seed = malloc(S * sizeof(*s->d_seed));
+    s->d_step = malloc(S * sizeof(*s->d_step));
     if (!s->reqs || !s->jobs || !s->cursor_mem || !s->b_tokens || !s->b_pos || !s->b_seq ||
-        !s->b_tables || !s->b_n_blocks || !s->b_rows || !s->b_reqs || !s->logits || !s->scratch) {
+        !s->b_tables || !s->b_n_blocks || !s->b_rows || !s->b_reqs || !s->logits || !s->scratch ||
+        !s->d_temp || !s->d_top_p || !s->d_top_k || !s->d_tokens || !s->d_seed || !s->d_step) {
         goto fail;
     }
     sched_list_init(&s->free_reqs);
@@ -1132,10 +1151,15 @@ static bool req_text_append(struct sched *s, struct sched_req *r, int32_t token)
     return true;
 }
 
-static void req_sample(struct sched *s, struct sched_req *r, const float *logits, int64_t now)
+/* Takes the next token of r: `token` when the device sampled it (>= 0), else sampled here from
+ * `logits` (its row), which logprobs also need. */
+static void req_sample(struct sched *s, struct sched_req *r, const float *logits, int32_t token,
+                       int64_t now)
 {
     int32_t step = r->n_tokens - r->n_prompt;
-    int32_t token = sampler_sample(&r->sampling, (uint64_t)step, logits, s->n_vocab, s->scratch);
+    if (token < 0) {
+        token = sampler_sample(&r->sampling, (uint64_t)step, logits, s->n_vocab, s->scratch);
+    }
     if (!r->t_first_us) {
         r->t_first_us = now;
     }
@@ -1179,9 +1203,32 @@ int sched_step(struct sched *s)
         .n_outputs = s->b_n_outputs,
         .output_rows = s->b_rows,
     };
-    int err = engine_forward(s->e, &b, s->logits);
+    /* with device sampling every token comes from the device (the same sampler for every batch
+     * a request lands in), and logits come back only when a request of the batch wants logprobs */
+    bool want_logits = !s->dev_sampling;
+    for (int32_t i = 0; i < s->b_n_seqs && !want_logits; i++) {
+        want_logits = s->b_reqs[i]->batch_row >= 0 && s->b_reqs[i]->n_logprobs > 0;
+    }
+    int err = engine_forward(s->e, &b, want_logits ? s->logits : NULL);
+    const char *what = "engine_forward";
+    if (!err && s->dev_sampling && s->b_n_outputs > 0) {
+        for (int32_t i = 0; i < s->b_n_seqs; i++) {
+            const struct sched_req *r = s->b_reqs[i];
+            int32_t row = r->batch_row;
+            if (row >= 0) {
+                s->d_temp[row] = r->sampling.temperature;
+                s->d_top_k[row] = r->sampling.top_k;
+                s->d_top_p[row] = r->sampling.top_p;
+                s->d_seed[row] = r->sampling.seed;
+                s->d_step[row] = (uint64_t)(r->n_tokens - r->n_prompt);
+            }
+        }
+        err = engine_sample_device(s->e, s->b_n_outputs, s->d_temp, s->d_top_k, s->d_top_p,
+                                   s->d_seed, s->d_step, s->d_tokens);
+        what = "engine_sample_device";
+    }
     if (err) {
-        snprintf(s->errstr, sizeof(s->errstr), "engine_forward: %s (%d)", engine_errstr(s->e), err);
+        snprintf(s->errstr, sizeof(s->errstr), "%s: %s (%d)", what, engine_errstr(s->e), err);
         log_error("%s; failing the %" PRId32 " requests of the batch", s->errstr, s->b_n_seqs);
         for (int32_t i = 0; i < s->b_n_seqs; i++) {
             req_finish(s, s->b_reqs[i], SCHED_FINISH_ERROR);
@@ -1205,7 +1252,8 @@ int sched_step(struct sched *s)
     for (int32_t i = 0; i < s->b_n_seqs; i++) {
         struct sched_req *r = s->b_reqs[i];
         if (r->batch_row >= 0) {
-            req_sample(s, r, s->logits + (size_t)r->batch_row * (size_t)s->n_vocab, now);
+            req_sample(s, r, s->logits + (size_t)r->batch_row * (size_t)s->n_vocab,
+                       s->dev_sampling ? s->d_tokens[r->batch_row] : -1, now);
         }
     }
     int64_t t1 = sched_now_us();

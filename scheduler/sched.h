@@ -164,6 +164,10 @@ struct sched;
 /* Creates a scheduler over an open engine (borrowed; it must outlive the scheduler, and nothing
  * else may run it meanwhile) and an optional tokenizer (borrowed; NULL gives no text, and stop
  * strings are then refused). The KV pool, block size and context come from the engine's config.
+ * When the engine samples on its device (engine_samples_on_device: the CUDA backend), every
+ * token is drawn there, with kern_cpu_sample's contract, and logits come back to the host only
+ * for steps where a request of the batch wants logprobs; the CPU backend samples with
+ * sampler_sample. Either way a request's tokens do not depend on its batch.
  * Returns 0, -EINVAL (an option out of range, logged) or -ENOMEM.
  * Caller owns *out; free with sched_destroy. Engine thread only. */
 int sched_create(const struct sched_config *cfg, struct engine *e, const struct tok *t,

@@ -6,7 +6,8 @@
 #      bound per op (tests/gpu/test_kernels.c, test_convert.c);
 #   3. whole-model logits of stories260K and the tiny transformers fixtures against the CPU
 #      backend, batch invariance (alone vs mixed batch, graph vs eager decode), tensor parallel
-#      over NCCL at world size 1 (tests/gpu/test_model.c);
+#      over NCCL at world size 1 (tests/gpu/test_model.c); the scheduler's device sampling
+#      against a reference decode (tests/gpu/test_sched.c);
 #   4. bench/gpu_judge: 5,000 judge prompts of ~700 tokens on a random LLaMA-7B, fast (score line)
 #      and detailed (100 tokens), with cuBLAS GEMM and device-copy peers from the same run;
 #   5. the same workload through PyTorch/transformers generate, where torch sees a GPU;
@@ -50,7 +51,7 @@ step() {
     NAMES+=("$name")
     SECS+=("$(($(date +%s) - t0))")
     if [ $rc -eq 0 ]; then RESULTS+=("PASS"); else RESULTS+=("FAIL($rc)"); failed=1; fi
-    grep -E '^(KERNEL|MODEL|INVARIANCE|TP|BENCH|TORCH)|unit:' "$LOG/$name.log" || true
+    grep -E '^(KERNEL|MODEL|INVARIANCE|TP|SCHED|BENCH|TORCH)|unit:' "$LOG/$name.log" || true
     [ $rc -eq 0 ] || tail -n 20 "$LOG/$name.log"
     return $rc
 }
@@ -60,9 +61,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 JOBS=$(nproc 2>/dev/null || echo 8)
 step build 180 make BUILD="$BUILD" BINDIR="$BUILD/bin" CUDA=1 -j"$JOBS" \
     "$BUILD/tests/gpu_test_convert" "$BUILD/tests/gpu_test_kernels" "$BUILD/tests/gpu_test_model" \
-    "$BUILD/bench/gpu_judge" || { echo "build failed: see $LOG/build.log"; exit 1; }
+    "$BUILD/tests/gpu_test_sched" "$BUILD/bench/gpu_judge" ||
+    { echo "build failed: see $LOG/build.log"; exit 1; }
 step kernels 60 tests/run_unit.sh "$BUILD/tests/gpu_test_convert" "$BUILD/tests/gpu_test_kernels"
-step model 60 tests/run_unit.sh "$BUILD/tests/gpu_test_model"
+step model 60 tests/run_unit.sh "$BUILD/tests/gpu_test_model" "$BUILD/tests/gpu_test_sched"
 step bench 240 "$BUILD/bench/gpu_judge" --samples "$SAMPLES"
 if python3 -c 'import torch, transformers, sys; sys.exit(0 if torch.cuda.is_available() else 1)' \
     >/dev/null 2>&1; then

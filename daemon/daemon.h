@@ -9,6 +9,7 @@
 #ifndef DAEMON_DAEMON_H
 #define DAEMON_DAEMON_H
 
+#include "jobs/job.h"
 #include "queue/gq.h"
 
 #include <pthread.h>
@@ -19,12 +20,7 @@
 #include <stdint.h>
 
 #define DAEMON_VERSION    "0.2.0"
-#define DAEMON_MAX_MODELS 64
-
-struct daemon_model_entry {
-    char *name;
-    char *path;
-};
+#define DAEMON_MAX_MODELS 64 /* models loaded at once per device (engine.max_models) */
 
 /* judged.yaml, validated. Plain data; free with daemon_config_free. */
 struct daemon_config {
@@ -57,9 +53,8 @@ struct daemon_config {
     int32_t kv_mib;
     int32_t max_batch_tokens;
     int32_t max_seqs;
-    int max_models; /* models kept loaded */
-    struct daemon_model_entry models[DAEMON_MAX_MODELS];
-    int n_models;
+    int max_models;           /* models kept loaded */
+    struct job_models models; /* the `models:` table (jobs/job_models.c) */
     /* http */
     char *http_listen; /* "host:port", NULL: off */
     char *log_level;

@@ -244,52 +244,11 @@ static int cfg_engine(const struct cfg_ctx *ctx, const json_t *root, struct daem
     return 0;
 }
 
+/* models: read by jobs/job_models.c, which judgectl run --config uses too. */
 static int cfg_models(const struct cfg_ctx *ctx, const json_t *root, struct daemon_config *cfg)
 {
-    const json_t *s = json_object_get(root, "models");
-    if (!s || json_is_null(s)) {
-        return 0;
-    }
-    if (!json_is_object(s)) {
-        return cfg_err(ctx, "models", "expected a mapping of model name to directory");
-    }
-    const char *key;
-    const json_t *v;
-    json_object_foreach((json_t *)s, key, v)
-    {
-        char path[300];
-        snprintf(path, sizeof(path), "models.%s", key);
-        if (cfg->n_models == DAEMON_MAX_MODELS) {
-            return cfg_err(ctx, path, "too many models (at most 64)");
-        }
-        const json_t *p = v;
-        if (json_is_object(v)) {
-            static const char *const known[] = { "path", NULL };
-            int err = cfg_keys(ctx, v, path, known);
-            if (err) {
-                return err;
-            }
-            p = json_object_get(v, "path");
-        }
-        if (!json_is_string(p) || json_string_length(p) == 0) {
-            return cfg_err(ctx, path, "expected a model directory (or {path: DIR})");
-        }
-        char *dir = xstrdup(json_string_value(p));
-        if (dir[0] != '/') {
-            char *base = xstrdup(ctx->name), *slash = strrchr(base, '/');
-            if (slash) {
-                *slash = '\0';
-                char *joined = path_join(base, dir);
-                free(dir);
-                dir = joined;
-            }
-            free(base);
-        }
-        cfg->models[cfg->n_models].name = xstrdup(key);
-        cfg->models[cfg->n_models].path = dir;
-        cfg->n_models++;
-    }
-    return 0;
+    return job_models_parse(json_object_get(root, "models"), ctx->name, ctx->marks, &cfg->models,
+                            ctx->errstr, ctx->errstr_len);
 }
 
 int daemon_config_load(const char *path, struct daemon_config *cfg, char *errstr, size_t errstr_len)
@@ -358,10 +317,7 @@ void daemon_config_free(struct daemon_config *cfg)
         free(cfg->queues[i]);
     }
     free(cfg->devices);
-    for (int i = 0; i < cfg->n_models; i++) {
-        free(cfg->models[i].name);
-        free(cfg->models[i].path);
-    }
+    job_models_free(&cfg->models);
     free(cfg->http_listen);
     free(cfg->log_level);
     memset(cfg, 0, sizeof(*cfg));
@@ -369,12 +325,7 @@ void daemon_config_free(struct daemon_config *cfg)
 
 const char *daemon_config_model_path(const struct daemon_config *cfg, const char *model)
 {
-    for (int i = 0; i < cfg->n_models; i++) {
-        if (strcmp(cfg->models[i].name, model) == 0) {
-            return cfg->models[i].path;
-        }
-    }
-    return path_is_dir(model) ? model : NULL;
+    return job_models_resolve(&cfg->models, model);
 }
 
 void daemon_config_reload(struct daemon *d)
@@ -400,13 +351,9 @@ void daemon_config_reload(struct daemon *d)
     cur->n_queues = next.n_queues;
     next.n_queues = 0;
     pthread_mutex_unlock(&d->mu);
-    for (int i = 0; i < cur->n_models; i++) {
-        free(cur->models[i].name);
-        free(cur->models[i].path);
-    }
-    memcpy(cur->models, next.models, sizeof(cur->models));
-    cur->n_models = next.n_models;
-    next.n_models = 0;
+    job_models_free(&cur->models);
+    cur->models = next.models;
+    memset(&next.models, 0, sizeof(next.models));
     cur->watermark_tokens = next.watermark_tokens;
     cur->poll_ms = next.poll_ms;
     cur->max_models = next.max_models;

@@ -70,4 +70,43 @@ void job_spec_destroy(struct job_spec *spec);
  * paths. job_spec_parse_buf gives back an equal spec. Returns a new reference. Thread-safe. */
 json_t *job_spec_to_json(const struct job_spec *spec);
 
+/* ---- model names: the `models:` table of judged.yaml (job_models.c) ---------------------------
+ */
+
+#define JOB_MODELS_MAX 64
+
+struct job_model_entry {
+    char *name;
+    char *path; /* absolute, or relative to the working directory */
+};
+
+/* Model names a spec's `model` field may use, and their directories. Plain data owned by the
+ * struct; zero-initialize, free with job_models_free. */
+struct job_models {
+    struct job_model_entry entries[JOB_MODELS_MAX];
+    int n;
+};
+
+struct yaml_doc_marks;
+
+/* Fills out from the value of `models:` in a configuration read with yaml_doc_parse (NULL or
+ * null: no models): each name maps to a directory or to {path: DIR}; a relative directory is
+ * taken relative to config_path's folder. Errors read "config_path:line:col: field 'models.x':
+ * ..." (marks may be NULL). Returns 0, or -EINVAL with errstr and out empty. Thread-safe. */
+int job_models_parse(const json_t *models, const char *config_path,
+                     const struct yaml_doc_marks *marks, struct job_models *out, char *errstr,
+                     size_t errstr_len);
+
+/* Reads the `models:` section of a judged configuration file with job_models_parse; the other
+ * sections are not looked at. Returns 0, -ENOENT/-EIO (unreadable) or -EINVAL with errstr. */
+int job_models_load(const char *config_path, struct job_models *out, char *errstr,
+                    size_t errstr_len);
+
+/* Frees the entries; m is empty afterwards. */
+void job_models_free(struct job_models *m);
+
+/* The model directory for a spec's model field: a configured name, else the field itself when it
+ * is a directory. NULL when neither. Borrowed from m or model. */
+const char *job_models_resolve(const struct job_models *m, const char *model);
+
 #endif

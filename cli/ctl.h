@@ -16,7 +16,8 @@ int ctl_inspect(int argc, char **argv);
 /* judgectl generate --model PATH --prompt TEXT [sampling options] [--logits FILE] */
 int ctl_generate(int argc, char **argv);
 
-/* judgectl run SPEC [--dry-run] [-o FILE]: a whole judge job in-process (no Redis) */
+/* judgectl run SPEC [--dry-run] [-o FILE] [--config judged.yaml]: a whole judge job in-process
+ * (no Redis); model names resolve through the configuration's models: as judged resolves them */
 int ctl_run(int argc, char **argv);
 
 /* judgectl metrics --pred FILE --labels FILE [--reversed FILE] [--json], or

@@ -1,10 +1,12 @@
 /* ctl_run.c - judgectl run SPEC: a whole judge job in-process, no Redis. --dry-run writes the
  * rendered prompts (one JSON object per request: question_id, order, prompt) instead of judging.
  * Everything but the execution itself (ctl_run_execute) is the same code the daemon runs:
- * jobs/job_spec.c validates the spec, jobs/judge_job.c renders and collects. */
+ * jobs/job_spec.c validates the spec, jobs/job_models.c resolves a model name through the
+ * `models:` of a judged.yaml (--config), jobs/judge_job.c renders and collects. */
 #include "cli/ctl.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "common/xmalloc.h"
 #include "engine/engine.h"
 #include "engine/tokenizer.h"
 #include "jobs/job.h"
@@ -27,9 +29,12 @@ static double ctl_run_now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-#define CTL_RUN_USAGE                                                                       \
-    "usage: judgectl run SPEC [--dry-run] [-o FILE] [--threads N] [--max-batch-tokens N]\n" \
-    "                 [--max-seqs N] [--context N] [--kv-mib N] [--log-level LEVEL]\n"
+#define CTL_RUN_USAGE                                                                          \
+    "usage: judgectl run SPEC [--dry-run] [-o FILE] [--config FILE] [--threads N]\n"           \
+    "                 [--max-batch-tokens N] [--max-seqs N] [--context N] [--kv-mib N]\n"      \
+    "                 [--log-level LEVEL]\n"                                                   \
+    "--config: a judged.yaml whose models: resolve a model name in the spec's field 'model'\n" \
+    "(default $JUDGED_CONFIG); a directory in that field is used as it is.\n"
 
 /* Engine and scheduler limits of a local run (command-line options). */
 struct ctl_run_limits {
@@ -40,10 +45,53 @@ struct ctl_run_limits {
     int32_t kv_mib;  /* KV pool budget */
 };
 
-/* Runs every request of the job through one engine and scheduler on this machine, then finishes
- * it into output_path (NULL: the spec's output_path, else stdout). Returns the exit status. */
-static int ctl_run_execute(const struct job_spec *spec, const char *output_path,
-                           const struct ctl_run_limits *lim)
+/* The model directory of a spec: its field 'model' when that is a directory (relative to the
+ * spec), else the name looked up in config_path's models: as judged does (NULL: no
+ * configuration). Prints the error naming the spec, the field and the configuration and returns
+ * 1, or 0 with *dir (caller frees). */
+static int ctl_run_model_dir(const struct job_spec *spec, const char *config_path, char **dir)
+{
+    if (spec->model_path) {
+        *dir = xstrdup(spec->model_path);
+        return 0;
+    }
+    if (!config_path) {
+        fprintf(stderr,
+                "judgectl run: %s: field 'model': '%s' is not a model directory (a model name "
+                "needs --config judged.yaml or $JUDGED_CONFIG)\n",
+                spec->spec_path, spec->model);
+        return 1;
+    }
+    struct job_models models = { 0 };
+    char errstr[ERRSTR_LEN];
+    if (job_models_load(config_path, &models, errstr, sizeof(errstr)) != 0) {
+        fprintf(stderr, "judgectl run: --config: %s\n", errstr);
+        return 1;
+    }
+    const char *path = job_models_resolve(&models, spec->model);
+    int rc = 0;
+    if (path) {
+        *dir = xstrdup(path);
+    } else {
+        fprintf(stderr,
+                "judgectl run: %s: field 'model': '%s' is neither a model directory nor a "
+                "model name in %s (models:",
+                spec->spec_path, spec->model, config_path);
+        for (int i = 0; i < models.n; i++) {
+            fprintf(stderr, "%s %s", i ? "," : "", models.entries[i].name);
+        }
+        fprintf(stderr, "%s)\n", models.n ? "" : " none");
+        rc = 1;
+    }
+    job_models_free(&models);
+    return rc;
+}
+
+/* Runs every request of the job through one engine and scheduler on this machine, with the model
+ * in model_dir, then finishes it into output_path (NULL: the spec's output_path, else stdout).
+ * Returns the exit status. */
+static int ctl_run_execute(const struct job_spec *spec, const char *model_dir,
+                           const char *output_path, const struct ctl_run_limits *lim)
 {
     char errstr[ERRSTR_LEN];
     struct tok *t = NULL;
@@ -52,21 +100,14 @@ static int ctl_run_execute(const struct job_spec *spec, const char *output_path,
     struct sched *s = NULL;
     struct judge_token_probs *probs = NULL;
     int rc = 1;
-    if (!spec->model_path) {
-        fprintf(stderr,
-                "judgectl run: %s: field 'model': '%s' is not a model directory (model "
-                "names from a configuration are resolved by judged)\n",
-                spec->spec_path, spec->model);
-        return 1;
-    }
     double t0 = ctl_run_now_s();
-    if (tok_load_dir(spec->model_path, &t, errstr, sizeof(errstr)) != 0 ||
+    if (tok_load_dir(model_dir, &t, errstr, sizeof(errstr)) != 0 ||
         judge_job_create(spec, t, &job, errstr, sizeof(errstr)) != 0) {
         fprintf(stderr, "judgectl run: %s\n", errstr);
         goto done;
     }
     struct model_config mc;
-    char *cfg_path = path_join(spec->model_path, "config.json");
+    char *cfg_path = path_join(model_dir, "config.json");
     int cerr = model_config_load(cfg_path, &mc, errstr, sizeof(errstr));
     free(cfg_path);
     if (cerr != 0) {
@@ -82,7 +123,7 @@ static int ctl_run_execute(const struct job_spec *spec, const char *output_path,
     ecfg.max_ctx = lim->context > 0 ? lim->context : mc.max_pos;
     ecfg.n_kv_blocks =
         engine_kv_blocks_for_mib(&mc, ecfg.kv_block_size, ecfg.max_ctx, lim->kv_mib, lim->max_seqs);
-    if (engine_open(spec->model_path, NULL, &ecfg, &e, errstr, sizeof(errstr)) != 0) {
+    if (engine_open(model_dir, NULL, &ecfg, &e, errstr, sizeof(errstr)) != 0) {
         fprintf(stderr, "judgectl run: %s\n", errstr);
         goto done;
     }
@@ -211,10 +252,11 @@ int ctl_run(int argc, char **argv)
         { "max-seqs", required_argument, NULL, 'S' },
         { "context", required_argument, NULL, 'C' },
         { "kv-mib", required_argument, NULL, 'K' },
+        { "config", required_argument, NULL, 'c' },
         { NULL, 0, NULL, 0 },
     };
     struct ctl_run_limits lim = { 0, 512, 64, 0, 512 };
-    const char *output_path = NULL;
+    const char *output_path = NULL, *config_path = getenv("JUDGED_CONFIG");
     bool dry_run = false;
     optind = 1;
     int c;
@@ -225,6 +267,9 @@ int ctl_run(int argc, char **argv)
             break;
         case 'o':
             output_path = optarg;
+            break;
+        case 'c':
+            config_path = optarg;
             break;
         case 'l': {
             enum log_level level;
@@ -279,7 +324,15 @@ int ctl_run(int argc, char **argv)
         fprintf(stderr, "judgectl run: %s\n", errstr);
         return 1;
     }
-    int rc = dry_run ? ctl_run_dry(spec, output_path) : ctl_run_execute(spec, output_path, &lim);
+    char *model_dir = NULL;
+    int rc = 1;
+    if (dry_run) {
+        rc = ctl_run_dry(spec, output_path); /* prompts need no model */
+    } else if (ctl_run_model_dir(spec, config_path && *config_path ? config_path : NULL,
+                                 &model_dir) == 0) {
+        rc = ctl_run_execute(spec, model_dir, output_path, &lim);
+    }
+    free(model_dir);
     job_spec_destroy(spec);
     return rc;
 }

@@ -26,8 +26,8 @@ static const struct ctl_command ctl_commands[] = {
     { "inspect", ctl_inspect,
       "inspect DIR [--weights FILE]                           config, tensors, consistency" },
     { "run", ctl_run,
-      "run SPEC [--dry-run] [-o FILE]                         a judge job in-process (no Redis);\n"
-      "           --dry-run writes the rendered prompts as JSONL" },
+      "run SPEC [--dry-run] [-o FILE] [--config judged.yaml]  a judge job in-process (no Redis);\n"
+      "           --dry-run writes the rendered prompts as JSONL; --config resolves model names" },
     { "metrics", ctl_metrics,
       "metrics --pred FILE --labels FILE [--reversed FILE] [--json]\n"
       "           agreement, precision, recall, F1, consistency and bias\n"

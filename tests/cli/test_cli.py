@@ -30,8 +30,8 @@ def check(name, cond, detail=""):
         print(f"FAIL {name}: {detail}")
 
 
-def ctl(args, stdin=b""):
-    p = subprocess.run([CTL] + args, input=stdin, capture_output=True, timeout=120)
+def ctl(args, stdin=b"", env=None):
+    p = subprocess.run([CTL] + args, input=stdin, capture_output=True, timeout=120, env=env)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -344,6 +344,70 @@ def test_run_dry_run_prompts():
         check("run bad spec", rc == 1 and b"bad.yaml:4:1: field 'swap'" in err, err)
         rc, _, err = ctl(["run"])
         check("run usage", rc == 2, err)
+
+
+def test_run_resolves_a_model_name_through_a_config():
+    # judgectl run --config resolves a spec's model name through judged.yaml's models:, as judged
+    # does; the oracle is the same spec naming the directory itself.
+    testset = json.load(open(f"{PANDALM}/testset-v1.json"))[:6]
+    spec = ("kind: judge\nmodel: {model}\n{model_id}input: in.jsonl\ninput_format: pandalm\n"
+            "swap: both\nmax_new_tokens: 6\ndeterministic: true\noutput_path: {out}\n")
+    with tempfile.TemporaryDirectory() as d:
+        write_jsonl(f"{d}/in.jsonl", testset)
+        for name, model, model_id in (("dir", os.path.abspath(STORIES_HF), "model_id: m\n"),
+                                      ("name", "tiny-judge", "model_id: m\n"),
+                                      ("noid", "tiny-judge", ""), ("unknown", "huge-judge", "")):
+            with open(f"{d}/{name}.yaml", "w") as f:
+                f.write(spec.format(model=model, model_id=model_id, out=f"out-{name}.jsonl"))
+        with open(f"{d}/judged.yaml", "w") as f:
+            f.write(f"models:\n  small: /nonexistent\n"
+                    f"  tiny-judge: {{path: {os.path.abspath(STORIES_HF)}}}\n")
+        rc, _, err = ctl(["run", f"{d}/dir.yaml", "--context", "2048"])
+        check("run with the model directory", rc == 0, err[-300:])
+        want = open(f"{d}/out-dir.jsonl", "rb").read()
+        check("run with the model directory writes 6 records", len(want.splitlines()) == 6, want)
+        rc, _, err = ctl(["run", f"{d}/name.yaml", "--context", "2048", "--config",
+                          f"{d}/judged.yaml"])
+        check("run --config with a model name", rc == 0, err[-300:])
+        check("run --config: byte-identical to the directory",
+              open(f"{d}/out-name.jsonl", "rb").read() == want, "outputs differ")
+        os.remove(f"{d}/out-name.jsonl")
+        # a relative directory is relative to the configuration's folder (not the working one)
+        os.makedirs(f"{d}/models")
+        os.symlink(os.path.abspath(STORIES_HF), f"{d}/models/tiny")
+        with open(f"{d}/rel.yaml", "w") as f:
+            f.write("models:\n  tiny-judge: models/tiny\n")
+        rc, _, err = ctl(["run", f"{d}/name.yaml", "--context", "2048", "--config",
+                          f"{d}/rel.yaml"])
+        check("run --config with a relative directory", rc == 0 and
+              open(f"{d}/out-name.jsonl", "rb").read() == want, err[-300:])
+        os.remove(f"{d}/out-name.jsonl")
+        env = dict(os.environ, JUDGED_CONFIG=f"{d}/judged.yaml")
+        rc, _, err = ctl(["run", f"{d}/name.yaml", "--context", "2048"], env=env)
+        check("run with $JUDGED_CONFIG", rc == 0 and
+              open(f"{d}/out-name.jsonl", "rb").read() == want, err[-300:])
+        # without model_id, pred_model_id is the name, as judged writes it for this spec
+        rc, _, err = ctl(["run", f"{d}/noid.yaml", "--context", "2048"], env=env)
+        recs = [json.loads(line) for line in open(f"{d}/out-noid.jsonl")]
+        check("run --config: pred_model_id is the name",
+              rc == 0 and {r["pred_model_id"] for r in recs} == {"tiny-judge"}, err[-300:])
+        # errors name the spec file, the field and the configuration
+        env_none = {k: v for k, v in os.environ.items() if k != "JUDGED_CONFIG"}
+        rc, _, err = ctl(["run", f"{d}/unknown.yaml", "--config", f"{d}/judged.yaml"])
+        check("run --config: unknown name", rc == 1 and
+              f"{d}/unknown.yaml: field 'model': 'huge-judge' is neither a model directory nor "
+              f"a model name in {d}/judged.yaml (models: small, tiny-judge)".encode() in err, err)
+        rc, _, err = ctl(["run", f"{d}/name.yaml"], env=env_none)
+        check("run: a model name without a config", rc == 1 and
+              f"{d}/name.yaml: field 'model': 'tiny-judge' is not a model directory".encode()
+              in err and b"--config" in err, err)
+        with open(f"{d}/bad.yaml", "w") as f:
+            f.write("models:\n  tiny-judge: {pth: x}\n")
+        rc, _, err = ctl(["run", f"{d}/name.yaml", "--config", f"{d}/bad.yaml"])
+        check("run --config: a bad models entry names file:line and field", rc == 1 and
+              f"{d}/bad.yaml:2:".encode() in err and b"field 'models.tiny-judge.pth'" in err, err)
+        rc, _, err = ctl(["run", f"{d}/name.yaml", "--config", f"{d}/missing.yaml"])
+        check("run --config: a missing file", rc == 1 and b"missing.yaml" in err, err)
 
 
 def judge_inputs(d, n=50):

@@ -7,7 +7,7 @@
 #   make CUDA=0                skip CUDA even when nvcc is present (CUDA=1: require it)
 #   make CUDA=emu              the CUDA code against cuemu, a CPU emulation of the CUDA runtime,
 #                              cuBLAS and NCCL (tests/cuemu/README.md), in build/<variant>-cuemu
-#   make test-cuemu            the GPU tests (tests/gpu/test_*.c) on cuemu, in two thread orders
+#   make test-cuemu            the GPU tests (tests/gpu/test_*.c) on cuemu, in three thread orders
 #   make fuzz                  libFuzzer binaries (clang) in build/fuzz
 #   make format | format-check | tidy
 #
@@ -75,7 +75,8 @@ ifeq ($(HAVE_CUDA),emu)
 CXX         ?= g++
 CFLAGS_ALL  += -DHAVE_CUDA=1 -DHAVE_NCCL=1 -DJUDGED_CUEMU=1 -Itests/cuemu/include
 CUEMU_CXXFLAGS := -std=c++17 $(OPT) -g -Wall -Wextra -Wno-unused-function \
-               $(if $(filter true,$(CI)),-Werror) $(SANFLAGS) -ffp-contract=off -MMD -MP -I. \
+               $(if $(filter true,$(CI)),-Werror) $(SANFLAGS) -ffp-contract=off -fno-strict-aliasing \
+               -MMD -MP -I. \
                -Ikernels/cuda -Itests/cuemu/include
 LDLIBS_ALL  += -lstdc++
 HAVE_NCCL   := 1
@@ -196,8 +197,9 @@ test: test-unit test-kernels test-cuemu test-fuzz test-cli test-integration test
 build-tests: $(UNIT_BINS) $(GPU_BINS) $(REPLAY_BINS) $(BINDIR)/judged $(BINDIR)/judgectl cuemu-build
 
 # cuemu (tests/cuemu/README.md): the GPU tests and cuemu's own against the emulated runtime, in a
-# build of their own beside this one ($(BUILD)-cuemu), once with CUDA threads resumed in
-# forward order and once in reverse (CUEMU_ORDERS), so that a missing barrier changes a result.
+# build of their own beside this one ($(BUILD)-cuemu), with CUDA threads resumed in forward
+# order, in reverse, and one warp at a time (CUEMU_ORDERS), so that a missing barrier changes a
+# result.
 CUEMU_MAKE = $(MAKE) --no-print-directory CUDA=emu BUILD=$(BUILD)-cuemu BINDIR=$(BUILD)-cuemu/bin
 ifeq ($(HAVE_CUDA),emu)
 GPU_BINS    += $(BUILD)/tests/cuemu_test
@@ -210,7 +212,7 @@ $(BUILD)/tests/cuemu_test: tests/cuemu/test_cuemu.cu tests/cuemu/cu2cc.sh $(LIB)
 
 cuemu-build: $(GPU_BINS)
 
-CUEMU_ORDERS ?= forward reverse
+CUEMU_ORDERS ?= forward reverse warps
 
 test-cuemu: $(GPU_BINS)
 	@for o in $(CUEMU_ORDERS); do echo "cuemu: CUDA threads resumed in $$o order"; \

@@ -9,8 +9,8 @@ out=$2
 {
     printf '#line 1 "%s"\n' "$in"
     sed -E \
-        -e 's/\b([A-Za-z_][A-Za-z0-9_]*)<<<(.*)>>>\(\)/cuemu::launch("\1", \2).run(\1)/' \
-        -e 's/\b([A-Za-z_][A-Za-z0-9_]*)<<<(.*)>>>\(/cuemu::launch("\1", \2).run(\1, /' \
+        -e 's/\b([A-Za-z_][A-Za-z0-9_]*(<[^<>]*>)?)<<<(.*)>>>\(\)/cuemu::launch("\1", \3).run(\1)/' \
+        -e 's/\b([A-Za-z_][A-Za-z0-9_]*(<[^<>]*>)?)<<<(.*)>>>\(/cuemu::launch("\1", \3).run(\1, /' \
         -e 's/extern __shared__ ([A-Za-z_][A-Za-z0-9_ ]*[A-Za-z0-9_]) +([A-Za-z_][A-Za-z0-9_]*)\[\];/\1 *\2 = (\1 *)cuemu::dyn_smem();/' \
         "$in"
 } >"$out.tmp"

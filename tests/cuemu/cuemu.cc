@@ -3,9 +3,10 @@
 // (tests/cuemu/README.md says what this proves and what it cannot).
 //
 // Kernels: each block runs alone; its CUDA threads are fibers switched only at __syncthreads and
-// warp collectives (cuemu.h). CUEMU_ORDER=forward|reverse|random[:seed] sets the order in which
-// runnable threads resume after each barrier: a missing barrier shows up as a result that
-// depends on the order. A barrier no thread can pass, a collective whose lanes disagree on the
+// warp collectives (cuemu.h). CUEMU_ORDER sets the order in which runnable threads resume:
+// forward, reverse, random[:seed] (a pass over every thread each time), or warps (one warp runs
+// alone until it reaches a block barrier, then the next). A missing barrier shows up as a result
+// that depends on the order. A barrier no thread can pass, a collective whose lanes disagree on the
 // mask, or a collective waiting for an exited lane aborts with the kernel's name and block.
 //
 // Memory: device allocations are tracked, filled with 0xff bytes (NaN as f32 and bf16) like the
@@ -569,7 +570,55 @@ void *dyn_smem()
     return smem_buf.data();
 }
 
-enum order_mode { ORDER_FORWARD, ORDER_REVERSE, ORDER_RANDOM };
+static float bf16_half(uint32_t reg, int hi)
+{
+    uint32_t u = (hi ? reg >> 16 : reg & 0xffffu) << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+void mma_m16n8k16_bf16(float c[4], const uint32_t a[4], const uint32_t b[2])
+{
+    uint32_t ar[32][4], br[32][2];
+    const uint64_t *slots = warp_exchange(0xffffffffu, a, 8);
+    for (int l = 0; l < 32; l++) {
+        memcpy(&ar[l][0], &slots[l], 8);
+    }
+    slots = warp_exchange(0xffffffffu, a + 2, 8);
+    for (int l = 0; l < 32; l++) {
+        memcpy(&ar[l][2], &slots[l], 8);
+    }
+    slots = warp_exchange(0xffffffffu, b, 8);
+    for (int l = 0; l < 32; l++) {
+        memcpy(&br[l][0], &slots[l], 8);
+    }
+    float A[16][16], B[16][8];
+    for (int l = 0; l < 32; l++) {
+        int g = l >> 2, t = l & 3;
+        for (int r = 0; r < 4; r++) {
+            for (int h = 0; h < 2; h++) {
+                A[g + 8 * (r & 1)][2 * t + 8 * (r >> 1) + h] = bf16_half(ar[l][r], h);
+            }
+        }
+        for (int r = 0; r < 2; r++) {
+            for (int h = 0; h < 2; h++) {
+                B[2 * t + 8 * r + h][g] = bf16_half(br[l][r], h);
+            }
+        }
+    }
+    int g = (int)lane_id() >> 2, t = (int)lane_id() & 3;
+    for (int i = 0; i < 4; i++) {
+        int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
+        float sum = 0.0f;
+        for (int k = 0; k < 16; k++) {
+            sum += A[row][k] * B[k][col]; // bf16 products are exact in fp32
+        }
+        c[i] += sum;
+    }
+}
+
+enum order_mode { ORDER_FORWARD, ORDER_REVERSE, ORDER_RANDOM, ORDER_WARPS };
 
 static order_mode order_from_env(uint64_t *seed)
 {
@@ -581,13 +630,16 @@ static order_mode order_from_env(uint64_t *seed)
     if (strcmp(s, "reverse") == 0) {
         return ORDER_REVERSE;
     }
+    if (strcmp(s, "warps") == 0) {
+        return ORDER_WARPS;
+    }
     if (strncmp(s, "random", 6) == 0) {
         if (s[6] == ':') {
             *seed ^= strtoull(s + 7, nullptr, 10);
         }
         return ORDER_RANDOM;
     }
-    die("CUEMU_ORDER=%s: expected forward, reverse or random[:seed]", s);
+    die("CUEMU_ORDER=%s: expected forward, reverse, warps or random[:seed]", s);
 }
 
 static void run_block(block_run *b, order_mode mode, uint64_t *rng)
@@ -625,7 +677,18 @@ static void run_block(block_run *b, order_mode mode, uint64_t *rng)
             }
         }
         bool ran = false;
-        for (unsigned k = 0; k < b->n; k++) {
+        unsigned lo = 0, hi = b->n;
+        if (mode == ORDER_WARPS) {
+            // only the lowest warp with a runnable thread: it runs on, collective after
+            // collective, until every thread of it waits at a block barrier or has exited
+            unsigned k = 0;
+            while (k < b->n && fs[k].state != RUNNABLE) {
+                k++;
+            }
+            lo = k / 32 * 32;
+            hi = lo + 32 < b->n ? lo + 32 : b->n;
+        }
+        for (unsigned k = lo; k < hi; k++) {
             fiber &f = fs[order[k]];
             if (f.state == RUNNABLE) {
                 to_fiber(b, &f);

@@ -16,6 +16,8 @@
 #include <tuple>
 #include <utility>
 
+#define CUEMU 1 // kernels may test for the emulator (a PTX instruction has a C++ stand-in)
+
 #define __global__
 #define __device__
 #define __host__
@@ -23,9 +25,20 @@
 #define __shared__      static
 #define __launch_bounds__(...)
 
+#define __align__(n) __attribute__((aligned(n)))
+
 struct uint3 {
     unsigned int x, y, z;
 };
+
+struct alignas(16) uint4 {
+    unsigned int x, y, z, w;
+};
+
+static inline uint4 make_uint4(unsigned int x, unsigned int y, unsigned int z, unsigned int w)
+{
+    return uint4{ x, y, z, w };
+}
 
 struct dim3 {
     unsigned int x, y, z;
@@ -47,6 +60,12 @@ void sync_block();
 // warp's slot array (lane -> 8 bytes) valid until this lane's next warp collective.
 const uint64_t *warp_exchange(unsigned mask, const void *v, size_t bytes);
 void *dyn_smem();
+
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 as a warp collective, with the fragment
+// layout of the PTX ISA (g = lane / 4, t = lane % 4; a register holds two bf16, the lower column
+// or row in its low half): a[r] holds A[g + 8 (r & 1)][2t + 8 (r >> 1) + {0, 1}], b[r] holds
+// B[2t + 8 r + {0, 1}][g], c[i] is C[g + 8 (i >> 1)][2t + (i & 1)]. c += A B in fp32.
+void mma_m16n8k16_bf16(float c[4], const uint32_t a[4], const uint32_t b[2]);
 
 // One kernel launch: grid, block, dynamic shared memory, stream; run() executes (or, while the
 // stream is captured, records) `body` once per CUDA thread.

@@ -122,6 +122,8 @@ struct cuda_ctx {
     int32_t last_n_out;
     /* device sampling: parameters staged in one pinned buffer */
     void *samp_h, *samp_d; /* [O] temperature, top_k, top_p, seed, step; then tokens [O] */
+    /* device logprobs: chosen [O] int32, then [O, 1 + KERN_LOGPROBS_MAX] struct kern_logprob */
+    void *lp_h, *lp_d;
     cudaGraphExec_t graphs[CUDA_GRAPH_BUCKETS];
     bool graphs_on;
     bool failed;
@@ -167,9 +169,10 @@ static void cuda_destroy(void *ctx_)
     if (c->lm_head_d != c->embed_d) {
         cuda_free_d(c->lm_head_d);
     }
-    void *dev[] = { c->embed_d,  c->out_norm_d, c->x_d,        c->xb_d, c->qkv_d,    c->att_d,
-                    c->delta_d,  c->gate_up_d,  c->h_d,        c->xo_d, c->deltao_d, c->xob_d,
-                    c->logits_d, c->part_o_d,   c->part_lse_d, c->in_d, c->samp_d,   c->blas_ws_d };
+    void *dev[] = { c->embed_d,  c->out_norm_d, c->x_d,       c->xb_d,     c->qkv_d,
+                    c->att_d,    c->delta_d,    c->gate_up_d, c->h_d,      c->xo_d,
+                    c->deltao_d, c->xob_d,      c->logits_d,  c->part_o_d, c->part_lse_d,
+                    c->in_d,     c->samp_d,     c->blas_ws_d, c->lp_d };
     for (size_t i = 0; i < ARRAY_LEN(dev); i++) {
         cuda_free_d(dev[i]);
     }
@@ -181,6 +184,9 @@ static void cuda_destroy(void *ctx_)
     }
     if (c->samp_h) {
         cudaFreeHost(c->samp_h);
+    }
+    if (c->lp_h) {
+        cudaFreeHost(c->lp_h);
     }
     if (c->blas) {
         cublasDestroy(c->blas);
@@ -370,6 +376,9 @@ static int cuda_alloc_scratch(struct cuda_ctx *c)
     size_t samp = O * (sizeof(float) * 2 + sizeof(int32_t) * 2 + sizeof(uint64_t) * 2);
     BC_CUDA(cudaMallocHost(&c->samp_h, samp));
     BC_TRY(cuda_malloc(&c->samp_d, samp));
+    size_t lp = O * (sizeof(int32_t) + (1 + KERN_LOGPROBS_MAX) * sizeof(struct kern_logprob));
+    BC_CUDA(cudaMallocHost(&c->lp_h, lp));
+    BC_TRY(cuda_malloc(&c->lp_d, lp));
     return 0;
 }
 
@@ -774,6 +783,43 @@ int engine_backend_cuda_sample(void *ctx, int32_t n_rows, const float *temperatu
         return -EIO;
     }
     memcpy(tokens, h + o_tok, n * 4);
+    return 0;
+}
+
+int engine_backend_cuda_logprobs(void *ctx, int32_t n_rows, const int32_t *chosen, int32_t n_top,
+                                 struct kern_logprob *out)
+{
+    struct cuda_ctx *c = ctx;
+    if (c->failed) {
+        return -EIO;
+    }
+    if (n_rows <= 0 || n_rows > c->last_n_out || n_top < 0 || n_top > KERN_LOGPROBS_MAX) {
+        return -EINVAL;
+    }
+    size_t n = (size_t)n_rows, o_out = (size_t)c->cfg.max_outputs * sizeof(int32_t);
+    size_t out_bytes = n * (size_t)(1 + n_top) * sizeof(struct kern_logprob);
+    uint8_t *h = c->lp_h, *d = c->lp_d;
+    memcpy(h, chosen, n * sizeof(int32_t));
+    int err = 0;
+    cudaError_t ce = cudaMemcpyAsync(d, h, n * sizeof(int32_t), cudaMemcpyHostToDevice, c->stream);
+    if (ce == cudaSuccess) {
+        err = kern_cuda_logprobs(c->logits_d, n_rows, c->mc.n_vocab, (const int32_t *)d, n_top,
+                                 (struct kern_logprob *)(d + o_out), c->stream);
+    }
+    if (ce == cudaSuccess && !err) {
+        ce = cudaMemcpyAsync(h + o_out, d + o_out, out_bytes, cudaMemcpyDeviceToHost, c->stream);
+    }
+    if (ce == cudaSuccess && !err) {
+        ce = cudaStreamSynchronize(c->stream);
+    }
+    if (ce != cudaSuccess || err) {
+        if (ce != cudaSuccess) {
+            log_error("cuda: %s:%d: logprobs: %s", __FILE__, __LINE__, cudaGetErrorString(ce));
+        }
+        c->failed = true;
+        return -EIO;
+    }
+    memcpy(out, h + o_out, out_bytes);
     return 0;
 }
 

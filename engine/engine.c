@@ -327,6 +327,28 @@ int engine_sample_device(struct engine *e, int32_t n_rows, const float *temperat
 #endif
 }
 
+int engine_logprobs_device(struct engine *e, int32_t n_rows, const int32_t *chosen, int32_t n_top,
+                           struct kern_logprob *out)
+{
+    e->errstr[0] = '\0';
+    if (!engine_samples_on_device(e)) {
+        snprintf(e->errstr, sizeof(e->errstr), "the %s backend has no device logprobs",
+                 e->ops->name);
+        return -ENOTSUP;
+    }
+#ifdef HAVE_CUDA
+    int err = engine_backend_cuda_logprobs(e->ctx, n_rows, chosen, n_top, out);
+    if (err) {
+        snprintf(e->errstr, sizeof(e->errstr), "device logprobs of %" PRId32 " rows failed (%d)",
+                 n_rows, err);
+    }
+    return err;
+#else
+    (void)n_rows, (void)chosen, (void)n_top, (void)out;
+    return -ENOTSUP;
+#endif
+}
+
 int engine_forward(struct engine *e, const struct engine_batch *b, float *logits)
 {
     e->errstr[0] = '\0';

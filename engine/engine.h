@@ -114,6 +114,15 @@ int engine_sample_device(struct engine *e, int32_t n_rows, const float *temperat
                          const int32_t *top_k, const float *top_p, const uint64_t *seed,
                          const uint64_t *step, int32_t *tokens);
 
+struct kern_logprob;
+
+/* With device sampling: log-probabilities of the last pass's first n_rows output rows computed
+ * on the device (kern_cpu_logprobs's contract: the chosen token, then the n_top most likely),
+ * chosen [n_rows] on the host, out [n_rows, 1 + n_top] on the host. Returns 0, -ENOTSUP,
+ * -EINVAL or -EIO. Engine thread only. */
+int engine_logprobs_device(struct engine *e, int32_t n_rows, const int32_t *chosen, int32_t n_top,
+                           struct kern_logprob *out);
+
 /* Counters of the forward passes run so far. Plain data. */
 struct engine_stats {
     uint64_t n_forward; /* engine_forward calls that ran */

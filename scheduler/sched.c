@@ -14,11 +14,13 @@
 #include "scheduler/sched.h"
 
 #include "common/log.h"
+#include "kernels/cpu/twin.h"
 #include "scheduler/sched_impl.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -135,6 +137,8 @@ struct sched {
     float *d_temp, *d_top_p;
     int32_t *d_top_k, *d_tokens;
     uint64_t *d_seed, *d_step;
+    struct kern_logprob *d_lp; /* [max_seqs, 1 + d_lp_top] this step's device logprobs */
+    int32_t d_lp_top;          /* 0: none this step */
     uint64_t step_id;
 
     struct sched_stats st;
@@ -231,6 +235,7 @@ void sched_destroy(struct sched *s)
     free(s->d_tokens);
     free(s->d_seed);
     free(s->d_step);
+    free(s->d_lp);
     kv_pool_destroy(s->pool);
     free(s);
 }
@@ -315,9 +320,11 @@ int sched_create(const struct sched_config *cfg, struct engine *e, const struct 
     s->d_tokens = malloc(S * sizeof(*s->d_tokens));
     s->d_seed = malloc(S * sizeof(*s->d_seed));
     s->d_step = malloc(S * sizeof(*s->d_step));
+    s->d_lp = malloc(S * (1 + SCHED_MAX_LOGPROBS) * sizeof(*s->d_lp));
     if (!s->reqs || !s->jobs || !s->cursor_mem || !s->b_tokens || !s->b_pos || !s->b_seq ||
         !s->b_tables || !s->b_n_blocks || !s->b_rows || !s->b_reqs || !s->logits || !s->scratch ||
-        !s->d_temp || !s->d_top_p || !s->d_top_k || !s->d_tokens || !s->d_seed || !s->d_step) {
+        !s->d_temp || !s->d_top_p || !s->d_top_k || !s->d_tokens || !s->d_seed || !s->d_step ||
+        !s->d_lp) {
         goto fail;
     }
     sched_list_init(&s->free_reqs);
@@ -1088,44 +1095,12 @@ static void batch_build(struct sched *s)
     }
 }
 
-/* log_softmax of the raw logits: the chosen token, then the n most likely (ties: lower id). */
-static void logprobs_fill(const float *logits, int32_t n_vocab, int32_t chosen, int32_t n,
-                          struct sched_logprob *out)
-{
-    float mx = logits[0];
-    for (int32_t i = 1; i < n_vocab; i++) {
-        mx = logits[i] > mx ? logits[i] : mx;
-    }
-    double sum = 0.0;
-    for (int32_t i = 0; i < n_vocab; i++) {
-        sum += exp((double)(logits[i] - mx));
-    }
-    float lse = mx + (float)log(sum);
-    out[0].token = chosen;
-    out[0].logprob = logits[chosen] - lse;
-    struct sched_logprob *top = out + 1;
-    int32_t n_top = 0;
-    for (int32_t i = 0; i < n_vocab; i++) {
-        if (n_top == n && logits[i] <= top[n - 1].logprob) {
-            continue;
-        }
-        int32_t k = n_top < n ? n_top++ : n - 1;
-        while (k > 0 && top[k - 1].logprob < logits[i]) {
-            top[k] = top[k - 1];
-            k--;
-        }
-        top[k].token = i;
-        top[k].logprob = logits[i];
-    }
-    for (int32_t k = 0; k < n; k++) {
-        if (k < n_top) {
-            top[k].logprob -= lse;
-        } else {
-            top[k].token = -1;
-            top[k].logprob = -INFINITY;
-        }
-    }
-}
+/* struct sched_logprob is kern_logprob (kernels/cpu/twin.h), so both paths write it directly */
+_Static_assert(sizeof(struct sched_logprob) == sizeof(struct kern_logprob) &&
+                   offsetof(struct sched_logprob, token) == offsetof(struct kern_logprob, token) &&
+                   offsetof(struct sched_logprob, logprob) ==
+                       offsetof(struct kern_logprob, logprob),
+               "sched_logprob and kern_logprob must share a layout");
 
 /* Appends the token's text and looks for a stop string ending in the new text. Returns true when
  * one was found; the text is then cut before the earliest one. */
@@ -1168,8 +1143,14 @@ static void req_sample(struct sched *s, struct sched_req *r, const float *logits
         return;
     }
     if (r->n_logprobs > 0) {
-        logprobs_fill(logits, s->n_vocab, token, r->n_logprobs,
-                      r->logprobs + (size_t)step * (size_t)(1 + r->n_logprobs));
+        struct kern_logprob *dst =
+            (struct kern_logprob *)(r->logprobs + (size_t)step * (size_t)(1 + r->n_logprobs));
+        if (s->dev_sampling) { /* the best n_logprobs of the step's d_lp_top are a prefix */
+            memcpy(dst, s->d_lp + (size_t)r->batch_row * (size_t)(1 + s->d_lp_top),
+                   (size_t)(1 + r->n_logprobs) * sizeof(*dst));
+        } else {
+            kern_cpu_logprobs(logits, 1, s->n_vocab, &token, r->n_logprobs, dst);
+        }
     }
     r->tokens[r->n_tokens++] = token;
     s->st.n_tokens_generated++;
@@ -1203,13 +1184,9 @@ int sched_step(struct sched *s)
         .n_outputs = s->b_n_outputs,
         .output_rows = s->b_rows,
     };
-    /* with device sampling every token comes from the device (the same sampler for every batch
-     * a request lands in), and logits come back only when a request of the batch wants logprobs */
-    bool want_logits = !s->dev_sampling;
-    for (int32_t i = 0; i < s->b_n_seqs && !want_logits; i++) {
-        want_logits = s->b_reqs[i]->batch_row >= 0 && s->b_reqs[i]->n_logprobs > 0;
-    }
-    int err = engine_forward(s->e, &b, want_logits ? s->logits : NULL);
+    /* with device sampling every token and logprob comes from the device (the same sampler for
+     * every batch a request lands in), and the logits never leave it */
+    int err = engine_forward(s->e, &b, s->dev_sampling ? NULL : s->logits);
     const char *what = "engine_forward";
     if (!err && s->dev_sampling && s->b_n_outputs > 0) {
         for (int32_t i = 0; i < s->b_n_seqs; i++) {
@@ -1226,6 +1203,17 @@ int sched_step(struct sched *s)
         err = engine_sample_device(s->e, s->b_n_outputs, s->d_temp, s->d_top_k, s->d_top_p,
                                    s->d_seed, s->d_step, s->d_tokens);
         what = "engine_sample_device";
+        s->d_lp_top = 0;
+        for (int32_t i = 0; i < s->b_n_seqs; i++) {
+            const struct sched_req *r = s->b_reqs[i];
+            if (r->batch_row >= 0 && r->n_logprobs > s->d_lp_top) {
+                s->d_lp_top = r->n_logprobs;
+            }
+        }
+        if (!err && s->d_lp_top > 0) {
+            err = engine_logprobs_device(s->e, s->b_n_outputs, s->d_tokens, s->d_lp_top, s->d_lp);
+            what = "engine_logprobs_device";
+        }
     }
     if (err) {
         snprintf(s->errstr, sizeof(s->errstr), "%s: %s (%d)", what, engine_errstr(s->e), err);

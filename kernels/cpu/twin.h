@@ -146,6 +146,22 @@ struct kern_sample_params {
 void kern_cpu_sample(const float *logits, int32_t n_rows, int32_t n_vocab,
                      const struct kern_sample_params *p, int32_t *tokens);
 
+/* A token with its log-probability (the layout of struct sched_logprob). */
+struct kern_logprob {
+    int32_t token;
+    float logprob;
+};
+
+/* Most alternatives kern_*_logprobs return per row. */
+#define KERN_LOGPROBS_MAX 32
+
+/* Log-probabilities of rows of logits [n_rows, n_vocab] for logprobs: lse = max + (float)
+ * log(sum exp(x - max)) with the sum in double; out [n_rows, 1 + n_top]: first chosen[r] with
+ * x - lse, then the n_top largest logits (ties: the lower id first) with x - lse, best first;
+ * places beyond the vocabulary hold token -1 and -inf. 0 <= n_top <= KERN_LOGPROBS_MAX. */
+void kern_cpu_logprobs(const float *logits, int32_t n_rows, int32_t n_vocab, const int32_t *chosen,
+                       int32_t n_top, struct kern_logprob *out);
+
 /* Random weights for benchmarks (a model made on the device): element i of dst [n] is
  * offset + scale * (2 w / 2^32 - 1), w the first word of Philox of counter (i, 0) under the key
  * seed; rounded to bf16, or kept in f32. */

@@ -49,6 +49,11 @@ int kern_cuda_attn_decode_bf16(const float *q_d, const uint16_t *k_cache_d,
 int kern_cuda_sample(const float *logits_d, int32_t n_rows, int32_t n_vocab,
                      const struct kern_sample_params *p, int32_t *tokens_d, void *stream);
 
+/* chosen_d [n_rows], out_d [n_rows, 1 + n_top]; one block per row. */
+int kern_cuda_logprobs(const float *logits_d, int32_t n_rows, int32_t n_vocab,
+                       const int32_t *chosen_d, int32_t n_top, struct kern_logprob *out_d,
+                       void *stream);
+
 int kern_cuda_fill_random_bf16(uint16_t *dst_d, size_t n, uint64_t seed, float offset, float scale,
                                void *stream);
 int kern_cuda_fill_random_f32(float *dst_d, size_t n, uint64_t seed, float offset, float scale,

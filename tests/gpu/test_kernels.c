@@ -521,7 +521,65 @@ static void test_sample(void **state)
     cudaFree(t_d);
     free(logits);
 }
+/* kern_cuda_logprobs against the twin: the same ids in the same order, logprobs within 1e-5
+ * (the sum of exp runs in another order). Rows with ties, and a vocabulary under n_top. */
+static void test_logprobs(void **state)
+{
+    (void)state;
+    if (!gpu_present()) {
+        skip();
+    }
+    static const int32_t vocabs[] = { 32000, 5 };
+    for (int v = 0; v < 2; v++) {
+        enum { R = 64, T = 20 };
+        int32_t V = vocabs[v];
+        float *x = malloc((size_t)R * V * 4);
+        int32_t chosen[R];
+        for (size_t i = 0; i < (size_t)R * V; i++) {
+            x[i] = roundf(frand() * 60.0f) / 8.0f;
+        }
+        for (int r = 0; r < R; r++) {
+            chosen[r] = (r * 7919) % V;
+        }
+        size_t n_out = (size_t)R * (1 + T);
+        struct kern_logprob *c = malloc(n_out * sizeof(*c)), *g = malloc(n_out * sizeof(*g));
+        kern_cpu_logprobs(x, R, V, chosen, T, c);
+        float *x_d = up(x, (size_t)R * V * 4);
+        int32_t *ch_d = up(chosen, sizeof(chosen));
+        struct kern_logprob *o_d;
+        assert_int_equal(cudaMalloc((void **)&o_d, n_out * sizeof(*o_d)), cudaSuccess);
+        assert_int_equal(kern_cuda_logprobs(x_d, R, V, ch_d, T, o_d, NULL), 0);
+        down(g, o_d, n_out * sizeof(*g));
+        int id_diff = 0;
+        double worst = 0;
+        for (size_t i = 0; i < n_out; i++) {
+            id_diff += g[i].token != c[i].token;
+            if (c[i].token >= 0) {
+                double d = fabs((double)g[i].logprob - c[i].logprob);
+                worst = d > worst ? d : worst;
+            } else if (!(isinf(g[i].logprob) && g[i].logprob < 0)) {
+                id_diff++;
+            }
+        }
+        printf("KERNEL %-14s %-22s ids differing %d, max|diff| %.3e  bound abs 1e-5  %s\n",
+               "logprobs", V == 5 ? "64 x 5 top 20" : "64 x 32000 top 20", id_diff, worst,
+               id_diff == 0 && worst <= 1e-5 ? "PASS" : "FAIL");
+        assert_int_equal(id_diff, 0);
+        assert_true(worst <= 1e-5);
+        cudaFree(x_d);
+        cudaFree(ch_d);
+        cudaFree(o_d);
+        free(x);
+        free(c);
+        free(g);
+    }
+}
 #else
+static void test_logprobs(void **state)
+{
+    (void)state;
+    skip();
+}
 static void test_embed_rows_gather(void **state)
 {
     (void)state;
@@ -560,6 +618,7 @@ int main(void)
         cmocka_unit_test(test_embed_rows_gather), cmocka_unit_test(test_add_rmsnorm_silu_mul),
         cmocka_unit_test(test_rope_kv_write),     cmocka_unit_test(test_attention),
         cmocka_unit_test(test_fill_random),       cmocka_unit_test(test_sample),
+        cmocka_unit_test(test_logprobs),
     };
     return cmocka_run_group_tests_name("gpu_kernels", tests, NULL, NULL);
 }

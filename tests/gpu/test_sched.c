@@ -6,7 +6,9 @@
  * - every token the scheduler generates with device sampling equals a reference decode written
  *   here: the same requests run one at a time through engine_forward with the logits on the host
  *   and kern_cpu_sample at each (seed, step). The requests run batched together, with and
- *   without logprobs (which bring the logits back too): the tokens must not depend on that;
+ *   without logprobs (computed on the device too): the tokens must not depend on that;
+ * - device logprobs against the host path's (kern_cpu_logprobs on the same logits copied back),
+ *   all requests greedy so both paths run the same batches: ids exactly, values to 1e-5;
  * - with JUDGED_DEVICE_SAMPLING=0 the host sampler takes over: greedy requests are unchanged. */
 /* cmocka needs these four headers first, in this order */
 /* clang-format off */
@@ -22,6 +24,7 @@
 #include "scheduler/sched.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +33,7 @@
 #ifdef HAVE_CUDA
 #define MODEL_DIR "tests/fixtures/stories260K-hf"
 
-enum { N_REQ = 6, PROMPT = 9, GEN = 12, MAX_TOK = 128 };
+enum { N_REQ = 6, PROMPT = 9, GEN = 12, MAX_TOK = 128, N_LP = 3 };
 
 static struct engine *open_engine(void)
 {
@@ -106,7 +109,9 @@ static void reference_decode(struct engine *e, int r, int32_t *out)
     free(logits);
 }
 
-static void sched_decode(struct engine *e, int n_logprobs, int32_t out[N_REQ][GEN])
+/* Every request through one scheduler; greedy: all of them greedy. */
+static void sched_decode(struct engine *e, int n_logprobs, bool greedy, int32_t out[N_REQ][GEN],
+                         struct sched_logprob lp[N_REQ][GEN][1 + N_LP])
 {
     struct sched_config cfg;
     sched_config_default(&cfg);
@@ -118,6 +123,9 @@ static void sched_decode(struct engine *e, int n_logprobs, int32_t out[N_REQ][GE
         struct sched_request_params p;
         sched_request_params_default(&p);
         request(r, prompts[r], &p.sampling);
+        if (greedy) {
+            sampler_params_greedy(&p.sampling);
+        }
         p.tokens = prompts[r];
         p.n_tokens = PROMPT;
         p.max_new_tokens = GEN;
@@ -133,11 +141,9 @@ static void sched_decode(struct engine *e, int n_logprobs, int32_t out[N_REQ][GE
             int r = (int)(intptr_t)c.user;
             assert_int_equal(c.n_tokens, GEN);
             memcpy(out[r], c.tokens, sizeof(out[r]));
-            if (n_logprobs) { /* the chosen token leads each step's logprobs */
-                for (int k = 0; k < GEN; k++) {
-                    assert_int_equal(c.logprobs[(size_t)k * (1 + (size_t)n_logprobs)].token,
-                                     c.tokens[k]);
-                }
+            if (n_logprobs) {
+                assert_int_equal(n_logprobs, N_LP);
+                memcpy(lp[r], c.logprobs, sizeof(lp[r]));
             }
             seen++;
         }
@@ -210,11 +216,12 @@ static void test_sched_device_sampling_matches_reference(void **state)
     }
     struct engine *e = open_engine();
     int32_t want[N_REQ][GEN], got[N_REQ][GEN], got_lp[N_REQ][GEN], host[N_REQ][GEN];
+    static struct sched_logprob lp_dev[N_REQ][GEN][1 + N_LP], lp_host[N_REQ][GEN][1 + N_LP];
     for (int r = 0; r < N_REQ; r++) {
         reference_decode(e, r, want[r]);
     }
-    sched_decode(e, 0, got);
-    sched_decode(e, 3, got_lp);
+    sched_decode(e, 0, false, got, NULL);
+    sched_decode(e, N_LP, false, got_lp, lp_dev);
     int differ = 0;
     for (int r = 0; r < N_REQ; r++) {
         differ += memcmp(got[r], want[r], sizeof(want[r])) != 0;
@@ -223,13 +230,36 @@ static void test_sched_device_sampling_matches_reference(void **state)
     printf("SCHED device-sampled requests equal to the reference decode: %d of %d  %s\n",
            2 * N_REQ - differ, 2 * N_REQ, differ ? "FAIL" : "PASS");
     assert_int_equal(differ, 0);
+    /* logprobs: all requests greedy, so the host path (JUDGED_DEVICE_SAMPLING=0) generates the
+     * same tokens in the same batches, from the same logits; its logprobs are kern_cpu_logprobs
+     * on those logits copied back, the device path's never leave the device */
+    int32_t g_dev[N_REQ][GEN], g_host[N_REQ][GEN];
+    sched_decode(e, N_LP, true, g_dev, lp_dev);
     engine_destroy(e);
-    /* the host sampler (another generator) on the same backend: greedy rows unchanged */
     setenv("JUDGED_DEVICE_SAMPLING", "0", 1);
     e = open_engine();
     assert_false(engine_samples_on_device(e));
-    sched_decode(e, 0, host);
+    sched_decode(e, 0, false, host, NULL);
+    sched_decode(e, N_LP, true, g_host, lp_host);
     unsetenv("JUDGED_DEVICE_SAMPLING");
+    assert_memory_equal(g_dev, g_host, sizeof(g_dev));
+    int lp_ids = 0;
+    double lp_worst = 0;
+    for (int r = 0; r < N_REQ; r++) {
+        for (int k = 0; k < GEN; k++) {
+            for (int j = 0; j <= N_LP; j++) {
+                lp_ids += lp_dev[r][k][j].token != lp_host[r][k][j].token;
+                double d = fabs((double)lp_dev[r][k][j].logprob - lp_host[r][k][j].logprob);
+                lp_worst = d > lp_worst ? d : lp_worst;
+            }
+        }
+    }
+    printf("SCHED device logprobs vs host logprobs of the same steps: ids differing %d, "
+           "max|diff| %.3e  %s\n",
+           lp_ids, lp_worst, lp_ids == 0 && lp_worst <= 1e-5 ? "PASS" : "FAIL");
+    assert_int_equal(lp_ids, 0);
+    assert_true(lp_worst <= 1e-5);
+    /* the host sampler (another generator) on the same backend: greedy requests unchanged */
     assert_memory_equal(host[0], want[0], sizeof(want[0]));
     assert_memory_equal(host[5], want[5], sizeof(want[5]));
     engine_destroy(e);

@@ -526,6 +526,63 @@ static void test_sample_exact_cases(void **state)
     free(logits);
 }
 
+/* kern_cpu_logprobs against a brute force: every id ranked by qsort on (logit descending, id
+ * ascending), log-softmax in long double. Rows hold ties (values on a coarse grid), one row is
+ * shorter than n_top. */
+static const float *lp_sort_row;
+
+static int lp_rank_cmp(const void *a, const void *b)
+{
+    int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
+    float x = lp_sort_row[i], y = lp_sort_row[j];
+    return x > y ? -1 : x < y ? 1 : (i > j) - (i < j);
+}
+
+static void test_logprobs_matches_brute_force(void **state)
+{
+    (void)state;
+    static const int32_t vocabs[] = { 1000, 32000, 7 };
+    for (int v = 0; v < 3; v++) {
+        int32_t V = vocabs[v], R = 3, T = 20;
+        float *x = malloc((size_t)R * V * sizeof(float));
+        for (size_t i = 0; i < (size_t)R * V; i++) {
+            x[i] = roundf(frand() * 40.0f) / 4.0f; /* many ties */
+        }
+        int32_t chosen[3] = { 0, V / 2, V - 1 };
+        struct kern_logprob *out = malloc((size_t)R * (1 + T) * sizeof(*out));
+        kern_cpu_logprobs(x, R, V, chosen, T, out);
+        int32_t *ids = malloc((size_t)V * sizeof(int32_t));
+        for (int32_t r = 0; r < R; r++) {
+            const float *row = x + (size_t)r * V;
+            long double sum = 0;
+            for (int32_t i = 0; i < V; i++) {
+                sum += expl((long double)row[i]);
+            }
+            long double lse = logl(sum);
+            const struct kern_logprob *o = out + (size_t)r * (1 + T);
+            assert_int_equal(o[0].token, chosen[r]);
+            assert_true(fabsl(o[0].logprob - (row[chosen[r]] - lse)) <= 1e-5L);
+            for (int32_t i = 0; i < V; i++) {
+                ids[i] = i;
+            }
+            lp_sort_row = row;
+            qsort(ids, (size_t)V, sizeof(int32_t), lp_rank_cmp);
+            for (int32_t k = 0; k < T; k++) {
+                if (k < V) {
+                    assert_int_equal(o[1 + k].token, ids[k]);
+                    assert_true(fabsl(o[1 + k].logprob - (row[ids[k]] - lse)) <= 1e-5L);
+                } else {
+                    assert_int_equal(o[1 + k].token, -1);
+                    assert_true(isinf(o[1 + k].logprob) && o[1 + k].logprob < 0);
+                }
+            }
+        }
+        free(ids);
+        free(out);
+        free(x);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -539,6 +596,7 @@ int main(void)
         cmocka_unit_test(test_philox_known_answers),
         cmocka_unit_test(test_sample_distributions),
         cmocka_unit_test(test_sample_exact_cases),
+        cmocka_unit_test(test_logprobs_matches_brute_force),
     };
     return cmocka_run_group_tests_name("kernels_twin", tests, NULL, NULL);
 }

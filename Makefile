@@ -210,13 +210,18 @@ $(BUILD)/tests/cuemu_test: tests/cuemu/test_cuemu.cu tests/cuemu/cu2cc.sh $(LIB)
 	$(CXX) $(CUEMU_CXXFLAGS) -o $@ $(BUILD)/tests/test_cuemu.cu.cc $(LIB) $(LDFLAGS_ALL) \
 	    $(LDLIBS_ALL) -lcmocka
 
-cuemu-build: $(GPU_BINS)
+cuemu-build: $(GPU_BINS) $(BUILD)/bench/gpu_judge
 
 CUEMU_ORDERS ?= forward reverse warps
 
-test-cuemu: $(GPU_BINS)
+# ... and the GPU benchmark's own smoke test: a small model, fast mode, its invariants checked
+test-cuemu: $(GPU_BINS) $(BUILD)/bench/gpu_judge
 	@for o in $(CUEMU_ORDERS); do echo "cuemu: CUDA threads resumed in $$o order"; \
 	    CUEMU_ORDER=$$o tests/run_unit.sh $(GPU_BINS) || exit 1; done
+	@CUEMU_MEM_MIB=512 $(BUILD)/bench/gpu_judge --shape small --mode fast --samples 12 \
+	    --max-seqs 4 --prefill-tokens 256 >$(BUILD)/gpu_judge_smoke.log 2>&1 || \
+	    { cat $(BUILD)/gpu_judge_smoke.log; exit 1; }
+	@grep '^BENCH fast_decode_tokens' $(BUILD)/gpu_judge_smoke.log
 else
 cuemu-build:
 	+@$(CUEMU_MAKE) cuemu-build

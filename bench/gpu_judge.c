@@ -3,16 +3,20 @@
  * template, then 500-700 random tokens), greedy decoding of a score line (fast mode, 5 tokens) or
  * of a detailed judgement (100 tokens), under a simple continuous batcher: whole prompts are
  * prefilled up to a token budget while sequence slots are free, otherwise every running sequence
- * decodes one token (a CUDA graph per bucketed batch size); sampling runs on the device.
+ * decodes one token (a CUDA graph per bucketed batch size); sampling and the judge's 20 logprobs
+ * per generated token run on the device, as in the service.
  *
  * Reports samples/s, prefill TFLOP/s against cuBLAS's own bf16 GEMM rate and decode bytes/s
  * against a device-to-device copy, both measured in the same run on the same card. Prints
  * "BENCH key value" lines for tests/gpu/run.sh. Without CUDA (or a GPU) it says so and exits 0.
  *
- *   gpu_judge [--samples N] [--mode fast|detailed|both] [--prefill-tokens T] [--max-seqs S] */
+ *   gpu_judge [--samples N] [--mode fast|detailed|both] [--prefill-tokens T] [--max-seqs S]
+ *             [--shape 7b|small]
+ * --shape small (2 layers of 512, prompts / 8) is the benchmark's own smoke test on cuemu. */
 #include "common/util.h"
 #include "engine/engine.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,15 +98,18 @@ struct run_stats {
     long prefill_tokens, decode_tokens, decode_steps;
 };
 
+/* Prompts are divided by this in --shape small (a smoke test of the benchmark itself). */
+static int32_t g_prompt_div = 1;
+
 static int32_t prompt_len(int sample)
 {
     uint32_t x = (uint32_t)sample * 2654435761u + 12345u;
-    return 600 + (int32_t)(x % 201); /* 600 .. 800, mean 700 */
+    return (600 + (int32_t)(x % 201)) / g_prompt_div; /* 600 .. 800, mean 700 */
 }
 
 static int32_t prompt_token(int sample, int32_t i)
 {
-    if (i < 100) { /* the shared judge template */
+    if (i < 100 / g_prompt_div) { /* the shared judge template */
         return 3 + (i * 7919) % 31997;
     }
     uint32_t x = (uint32_t)sample * 2246822519u ^ (uint32_t)i * 3266489917u;
@@ -113,7 +120,7 @@ static int32_t prompt_token(int sample, int32_t i)
 static int run(void *ctx, const struct model_config *mc, const struct engine_config *cfg,
                int n_samples, int32_t n_gen, int max_seqs, struct run_stats *st)
 {
-    int32_t bs = cfg->kv_block_size, bps = (800 + n_gen + bs - 1) / bs;
+    int32_t bs = cfg->kv_block_size, bps = (800 / g_prompt_div + n_gen + bs - 1) / bs;
     int n_slots = cfg->n_kv_blocks / bps;
     n_slots = n_slots < max_seqs ? n_slots : max_seqs;
     n_slots = n_slots < cfg->max_outputs ? n_slots : cfg->max_outputs;
@@ -135,6 +142,8 @@ static int run(void *ctx, const struct model_config *mc, const struct engine_con
             *seq = malloc((size_t)T * 4);
     int32_t *rows = malloc((size_t)T * 4), *nblk = malloc((size_t)n_slots * 4),
             *who = malloc((size_t)T * 4);
+    /* the judge's 20 logprobs per generated token, computed on the device as the service does */
+    struct kern_logprob *lp = malloc((size_t)cfg->max_outputs * 21 * sizeof(*lp));
     int32_t *next = malloc((size_t)cfg->max_outputs * 4),
             *topk = calloc((size_t)cfg->max_outputs, 4);
     float *temp = calloc((size_t)cfg->max_outputs, 4), *topp = malloc((size_t)cfg->max_outputs * 4);
@@ -201,8 +210,9 @@ static int run(void *ctx, const struct model_config *mc, const struct engine_con
         struct engine_batch b = { n, tok, pos, seq, n_slots, tb, nblk, n_out, rows };
         double t0 = now_s();
         if (engine_backend_cuda_ops.forward(ctx, &b, NULL) != 0 ||
-            engine_backend_cuda_sample(ctx, n_out, temp, topk, topp, seeds, steps, next) != 0) {
-            fprintf(stderr, "gpu_judge: forward or sampling failed\n");
+            engine_backend_cuda_sample(ctx, n_out, temp, topk, topp, seeds, steps, next) != 0 ||
+            engine_backend_cuda_logprobs(ctx, n_out, next, 20, lp) != 0) {
+            fprintf(stderr, "gpu_judge: forward, sampling or logprobs failed\n");
             return -1;
         }
         double dt = now_s() - t0;
@@ -222,6 +232,12 @@ static int run(void *ctx, const struct model_config *mc, const struct engine_con
         }
     }
     st->wall_s = now_s() - t_start;
+    /* every sample got its first token from its prefill and the others from decode steps */
+    if (done != n_samples || st->decode_tokens != (long)n_samples * (n_gen - 1)) {
+        fprintf(stderr, "gpu_judge: %d of %d samples finished with %ld decode tokens (want %ld)\n",
+                done, n_samples, st->decode_tokens, (long)n_samples * (n_gen - 1));
+        return -1;
+    }
     for (int s = 0; s < n_slots; s++) {
         free(tables[s]);
     }
@@ -234,6 +250,7 @@ static int run(void *ctx, const struct model_config *mc, const struct engine_con
     free(nblk);
     free(who);
     free(next);
+    free(lp);
     free(topk);
     free(temp);
     free(topp);
@@ -246,7 +263,7 @@ int main(int argc, char **argv)
 {
     int n_samples = 5000, max_seqs = 256;
     int32_t prefill_tokens = 8192;
-    const char *mode = "both";
+    const char *mode = "both", *shape = "7b";
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--samples") == 0) {
             n_samples = atoi(argv[i + 1]);
@@ -256,18 +273,30 @@ int main(int argc, char **argv)
             prefill_tokens = atoi(argv[i + 1]);
         } else if (strcmp(argv[i], "--max-seqs") == 0) {
             max_seqs = atoi(argv[i + 1]);
+        } else if (strcmp(argv[i], "--shape") == 0 &&
+                   (strcmp(argv[i + 1], "7b") == 0 || strcmp(argv[i + 1], "small") == 0)) {
+            shape = argv[i + 1];
         } else {
             fprintf(stderr, "usage: gpu_judge [--samples N] [--mode fast|detailed|both] "
-                            "[--prefill-tokens T] [--max-seqs S]\n");
+                            "[--prefill-tokens T] [--max-seqs S] [--shape 7b|small]\n");
             return 2;
         }
     }
+    bool small = strcmp(shape, "small") == 0;
     if (engine_cuda_device_count() == 0) {
         printf("gpu_judge: no CUDA device: nothing to measure\n");
         return 0;
     }
     struct model_config mc;
     model_config_default(&mc); /* LLaMA-7B: 32 layers, 4096, 11008, 32 heads, 32000 pieces */
+    if (small) { /* two layers of 512 (head_dim 64: the tensor-core prefill), prompts / 8 */
+        mc.dim = 512;
+        mc.n_layers = 2;
+        mc.n_heads = mc.n_kv_heads = 8;
+        mc.head_dim = 64;
+        mc.n_ff = 1376;
+        g_prompt_div = 8;
+    }
     struct engine_config cfg;
     engine_config_default(&cfg);
     cfg.backend = ENGINE_BACKEND_CUDA;
@@ -276,7 +305,7 @@ int main(int argc, char **argv)
     cfg.max_ctx = 1024;
     cfg.n_kv_blocks = 0; /* from free memory */
     double gemm = peer_gemm_tflops(prefill_tokens, mc.n_ff, mc.dim);
-    double copy = peer_copy_gbs((size_t)2 << 30);
+    double copy = peer_copy_gbs(small ? (size_t)16 << 20 : (size_t)2 << 30);
     printf("BENCH peer_gemm_bf16_tflops %.1f\nBENCH peer_d2d_copy_gbs %.0f\n", gemm, copy);
     struct engine_weight_src src = { &mc, NULL, NULL }; /* random weights, made on the device */
     void *ctx = NULL;

@@ -892,7 +892,22 @@ local function gq_dlq_retry(keys, args)
     if st == 'cancelled' then return { 'refused', 'sweep cancelled' } end
     if st == 'aggregating' then return { 'refused', 'sweep aggregating; retry when done' } end
   end
+  -- a dead aggregate job that is its sweep's current one reopens the sweep to aggregating, so
+  -- its commit stores `agg` as a first run's would
+  local agg_sk = nil
+  if job.agg_of ~= nil and job.agg_of ~= '' then
+    local a = redis.call('HMGET', sweep_key(P, job.agg_of), 'state', 'agg_job')
+    if a[1] == false then return { 'refused', 'sweep gone' } end
+    if a[1] == 'done' and a[2] == jid then
+      agg_sk = sweep_key(P, job.agg_of)
+    end
+  end
   local now = now_ms()
+  if agg_sk ~= nil then
+    redis.call('HSET', agg_sk, 'state', 'aggregating')
+    redis.call('HDEL', agg_sk, 'agg_error', 'finished_ms')
+    sweep_persist(P, job.agg_of)
+  end
   if sk ~= nil then
     if redis.call('GETBIT', sk .. ':term', tonumber(job.shard)) == 1 and
         redis.call('HEXISTS', sk .. ':err', job.shard) == 1 then

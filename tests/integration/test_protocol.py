@@ -533,6 +533,33 @@ class ProtocolTest(unittest.TestCase):
         self.assertEqual(self.f("gq_enqueue", "co:1", "judge", 0, 0, 3, 0, "x", "co", 1),
                          ["closed", "cancelled"])
 
+    def test_dlq_retry_of_a_dead_aggregate_stores_agg(self):
+        """PROTOCOL.md §10: a retried dead aggregate reopens its sweep to aggregating, and its
+        commit stores `agg` and ends the sweep done; a second death records agg_error again."""
+        self.submit("ag", 1, retention_ms=60000)
+        self.run_shards("ag")
+        (ajid, *_), atok = self.claim()
+        self.assertEqual(self.f("gq_fail", ajid, atok, "no labels", 0, 0), ["dead"])
+        self.assertEqual(self.h("sweep:ag")["agg_error"], "dead: no labels")
+        self.assertEqual(self.f("gq_dlq_retry", ajid), ["ok"])
+        sw = self.h("sweep:ag")
+        self.assertEqual(sw["state"], "aggregating")
+        for field in ("agg_error", "finished_ms", "expires_ms"):
+            self.assertNotIn(field, sw)
+        self.assertEqual(self.r.pttl(P + "sweep:ag"), -1)
+        (ajid2, *_), atok2 = self.claim()
+        self.assertEqual(ajid2, ajid)
+        self.assertEqual(self.f("gq_fail", ajid2, atok2, "still no labels", 0, 0), ["dead"])
+        sw = self.h("sweep:ag")
+        self.assertEqual((sw["state"], sw["agg_error"]), ("done", "dead: still no labels"))
+        self.assertEqual(self.f("gq_dlq_retry", ajid), ["ok"])
+        (ajid3, *_), atok3 = self.claim()
+        self.assertEqual(self.f("gq_complete", ajid3, atok3, '{"agreement": 1}'), ["ok"])
+        sw = self.h("sweep:ag")
+        self.assertEqual((sw["state"], sw["agg"]), ("done", '{"agreement": 1}'))
+        self.assertNotIn("agg_error", sw)
+        self.assertIn("expires_ms", sw)
+
     def test_dlq_retry_keeps_a_retained_sweep_again(self):
         self.submit("rr", 3, max_attempts=1, labels=b"l\n", retention_ms=60000)
         self.run_shards("rr", dead={0, 1})

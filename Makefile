@@ -127,7 +127,8 @@ REPLAY_BINS := $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 BENCH_SRCS  := $(wildcard bench/*.c)
 BENCH_BINS  := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all build-tests test test-unit test-fuzz test-cli test-kernels test-cuemu cuemu-build test-integration test-faults demo fuzz bench clean \
+.PHONY: all build-tests test test-unit test-fuzz test-cli test-kernels test-cuemu cuemu-build \
+        test-cuemu-all test-cuemu-kernels cuemu-build-all cuemu-build-kernels test-integration test-faults demo fuzz bench clean \
         format format-check tidy
 
 all: $(BINDIR)/judged $(BINDIR)/judgectl
@@ -201,27 +202,55 @@ build-tests: $(UNIT_BINS) $(GPU_BINS) $(REPLAY_BINS) $(BINDIR)/judged $(BINDIR)/
 # order, in reverse, and one warp at a time (CUEMU_ORDERS), so that a missing barrier changes a
 # result.
 CUEMU_MAKE = $(MAKE) --no-print-directory CUDA=emu BUILD=$(BUILD)-cuemu BINDIR=$(BUILD)-cuemu/bin
+# CUEMU_SUITE=kernels (CI's sanitizer pass): only the kernel-level tests, linked against the
+# kernels and cuemu alone, so that pass does not build the whole library a third time
+CUEMU_SUITE ?= all
 ifeq ($(HAVE_CUDA),emu)
 GPU_BINS    += $(BUILD)/tests/cuemu_test
+CUEMU_KLIB  := $(BUILD)/libkernels-cuemu.a
+CUEMU_KBINS := $(BUILD)/tests/cuemu_test $(BUILD)/tests/gpu_test_convert \
+               $(BUILD)/tests/gpu_test_kernels
 
-$(BUILD)/tests/cuemu_test: tests/cuemu/test_cuemu.cu tests/cuemu/cu2cc.sh $(LIB)
+$(CUEMU_KLIB): $(filter $(BUILD)/kernels/% $(BUILD)/common/%,$(LIB_OBJS)) \
+               $(BUILD)/tests/cuemu/cuemu.o
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/tests/cuemu_test: tests/cuemu/test_cuemu.cu tests/cuemu/cu2cc.sh $(CUEMU_KLIB)
 	@mkdir -p $(dir $@)
 	tests/cuemu/cu2cc.sh $< $(BUILD)/tests/test_cuemu.cu.cc
-	$(CXX) $(CUEMU_CXXFLAGS) -o $@ $(BUILD)/tests/test_cuemu.cu.cc $(LIB) $(LDFLAGS_ALL) \
-	    $(LDLIBS_ALL) -lcmocka
+	$(CXX) $(CUEMU_CXXFLAGS) -o $@ $(BUILD)/tests/test_cuemu.cu.cc $(CUEMU_KLIB) \
+	    $(LDFLAGS_ALL) $(LDLIBS_ALL) -lcmocka
 
-cuemu-build: $(GPU_BINS) $(BUILD)/bench/gpu_judge
+$(BUILD)/tests/gpu_test_convert $(BUILD)/tests/gpu_test_kernels: $(BUILD)/tests/gpu_%: \
+    tests/gpu/%.c $(CUEMU_KLIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(CUEMU_KLIB) $(LDFLAGS_ALL) $(LDLIBS_ALL) -lcmocka
 
 CUEMU_ORDERS ?= forward reverse warps
 
-# ... and the GPU benchmark's own smoke test: a small model, fast mode, its invariants checked
-test-cuemu: $(GPU_BINS) $(BUILD)/bench/gpu_judge
+cuemu-build-kernels: $(CUEMU_KBINS)
+
+cuemu-build-all: $(GPU_BINS) $(BUILD)/bench/gpu_judge $(BINDIR)/judgectl
+
+test-cuemu-kernels: $(CUEMU_KBINS)
+	@for o in $(CUEMU_ORDERS); do echo "cuemu: CUDA threads resumed in $$o order"; \
+	    CUEMU_ORDER=$$o tests/run_unit.sh $(CUEMU_KBINS) || exit 1; done
+
+# ... then a whole judging job through `judgectl run --device cuda`, and the GPU benchmark's own
+# smoke test: a small model, fast mode, its invariants checked
+test-cuemu-all: $(GPU_BINS) $(BUILD)/bench/gpu_judge $(BINDIR)/judgectl
 	@for o in $(CUEMU_ORDERS); do echo "cuemu: CUDA threads resumed in $$o order"; \
 	    CUEMU_ORDER=$$o tests/run_unit.sh $(GPU_BINS) || exit 1; done
+	@python3 tests/cuemu/test_judge_cuda.py $(BINDIR)
 	@CUEMU_MEM_MIB=512 $(BUILD)/bench/gpu_judge --shape small --mode fast --samples 12 \
 	    --max-seqs 4 --prefill-tokens 256 >$(BUILD)/gpu_judge_smoke.log 2>&1 || \
 	    { cat $(BUILD)/gpu_judge_smoke.log; exit 1; }
 	@grep '^BENCH fast_decode_tokens' $(BUILD)/gpu_judge_smoke.log
+
+cuemu-build: cuemu-build-$(CUEMU_SUITE)
+
+test-cuemu: test-cuemu-$(CUEMU_SUITE)
 else
 cuemu-build:
 	+@$(CUEMU_MAKE) cuemu-build

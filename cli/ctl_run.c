@@ -32,17 +32,20 @@ static double ctl_run_now_s(void)
 #define CTL_RUN_USAGE                                                                          \
     "usage: judgectl run SPEC [--dry-run] [-o FILE] [--config FILE] [--threads N]\n"           \
     "                 [--max-batch-tokens N] [--max-seqs N] [--context N] [--kv-mib N]\n"      \
-    "                 [--log-level LEVEL]\n"                                                   \
+    "                 [--device DEV] [--log-level LEVEL]\n"                                    \
     "--config: a judged.yaml whose models: resolve a model name in the spec's field 'model'\n" \
-    "(default $JUDGED_CONFIG); a directory in that field is used as it is.\n"
+    "(default $JUDGED_CONFIG); a directory in that field is used as it is.\n"                  \
+    "--device: cpu (default), auto, cuda or cuda:N; without a GPU, auto and cuda run on the\n" \
+    "CPU and say so once.\n"
 
 /* Engine and scheduler limits of a local run (command-line options). */
 struct ctl_run_limits {
     int n_threads;            /* 0: every CPU */
     int32_t max_batch_tokens; /* engine batch and scheduler token budget */
     int32_t max_seqs;
-    int32_t context; /* 0: the model's max_position_embeddings */
-    int32_t kv_mib;  /* KV pool budget */
+    int32_t context;    /* 0: the model's max_position_embeddings */
+    int32_t kv_mib;     /* KV pool budget */
+    const char *device; /* engine_device_parse */
 };
 
 /* The model directory of a spec: its field 'model' when that is a directory (relative to the
@@ -116,7 +119,7 @@ static int ctl_run_execute(const struct job_spec *spec, const char *model_dir,
     }
     struct engine_config ecfg;
     engine_config_default(&ecfg);
-    ecfg.backend = ENGINE_BACKEND_CPU;
+    engine_device_parse(lim->device, &ecfg); /* checked with the options */
     ecfg.n_threads = lim->n_threads;
     ecfg.max_batch_tokens = lim->max_batch_tokens;
     ecfg.max_outputs = lim->max_seqs;
@@ -253,9 +256,10 @@ int ctl_run(int argc, char **argv)
         { "context", required_argument, NULL, 'C' },
         { "kv-mib", required_argument, NULL, 'K' },
         { "config", required_argument, NULL, 'c' },
+        { "device", required_argument, NULL, 'D' },
         { NULL, 0, NULL, 0 },
     };
-    struct ctl_run_limits lim = { 0, 512, 64, 0, 512 };
+    struct ctl_run_limits lim = { 0, 512, 64, 0, 512, "cpu" };
     const char *output_path = NULL, *config_path = getenv("JUDGED_CONFIG");
     bool dry_run = false;
     optind = 1;
@@ -271,6 +275,17 @@ int ctl_run(int argc, char **argv)
         case 'c':
             config_path = optarg;
             break;
+        case 'D': {
+            struct engine_config probe;
+            engine_config_default(&probe);
+            if (engine_device_parse(optarg, &probe) != 0) {
+                fprintf(stderr, "judgectl run: --device: '%s' is not cpu, auto, cuda or cuda:N\n",
+                        optarg);
+                return 2;
+            }
+            lim.device = optarg;
+            break;
+        }
         case 'l': {
             enum log_level level;
             if (log_level_parse(optarg, &level) != 0) {

@@ -319,6 +319,7 @@ struct block_run {
     std::vector<fiber> *fibers;
     std::vector<warp_state> warps;
     unsigned n = 0, live = 0, bar_arrived = 0;
+    uint64_t serial = 0; // distinct for every block run in the process
     void *sched_sp = nullptr;
 #ifdef CUEMU_USE_UCONTEXT
     ucontext_t sched_uc;
@@ -578,43 +579,58 @@ static float bf16_half(uint32_t reg, int hi)
     return f;
 }
 
+// Per warp of the running block: the lanes' a[0..1] (their slots are reused by the third
+// exchange) and the product A B, computed once per mma by the first lane that resumes after the
+// exchanges (no other lane runs before it has, and none can start the next mma's exchanges
+// before every lane has read this one's product).
+struct mma_stage {
+    uint64_t tag = ~0ull;
+    uint64_t a01[32];
+    float p[16][8];
+};
+static mma_stage mstage[32];
+
 void mma_m16n8k16_bf16(float c[4], const uint32_t a[4], const uint32_t b[2])
 {
-    uint32_t ar[32][4], br[32][2];
-    const uint64_t *slots = warp_exchange(0xffffffffu, a, 8);
-    for (int l = 0; l < 32; l++) {
-        memcpy(&ar[l][0], &slots[l], 8);
-    }
-    slots = warp_exchange(0xffffffffu, a + 2, 8);
-    for (int l = 0; l < 32; l++) {
-        memcpy(&ar[l][2], &slots[l], 8);
-    }
-    slots = warp_exchange(0xffffffffu, b, 8);
-    for (int l = 0; l < 32; l++) {
-        memcpy(&br[l][0], &slots[l], 8);
-    }
-    float A[16][16], B[16][8];
-    for (int l = 0; l < 32; l++) {
-        int g = l >> 2, t = l & 3;
-        for (int r = 0; r < 4; r++) {
-            for (int h = 0; h < 2; h++) {
-                A[g + 8 * (r & 1)][2 * t + 8 * (r >> 1) + h] = bf16_half(ar[l][r], h);
+    fiber *f = cur;
+    mma_stage &ms = mstage[f->warp];
+    memcpy(ms.a01, warp_exchange(0xffffffffu, a, 8), sizeof(ms.a01));
+    const uint64_t *a23 = warp_exchange(0xffffffffu, a + 2, 8);
+    const uint64_t *bs = warp_exchange(0xffffffffu, b, 8);
+    uint64_t tag = (run->serial << 32) | run->warps[f->warp].gen;
+    if (ms.tag != tag) {
+        float A[16][16], B[16][8];
+        for (int l = 0; l < 32; l++) {
+            int g = l >> 2, t = l & 3;
+            uint32_t ar[4], br[2];
+            memcpy(&ar[0], &ms.a01[l], 8);
+            memcpy(&ar[2], &a23[l], 8);
+            memcpy(br, &bs[l], 8);
+            for (int r = 0; r < 4; r++) {
+                for (int h = 0; h < 2; h++) {
+                    A[g + 8 * (r & 1)][2 * t + 8 * (r >> 1) + h] = bf16_half(ar[r], h);
+                }
+            }
+            for (int r = 0; r < 2; r++) {
+                for (int h = 0; h < 2; h++) {
+                    B[2 * t + 8 * r + h][g] = bf16_half(br[r], h);
+                }
             }
         }
-        for (int r = 0; r < 2; r++) {
-            for (int h = 0; h < 2; h++) {
-                B[2 * t + 8 * r + h][g] = bf16_half(br[l][r], h);
+        for (int i = 0; i < 16; i++) {
+            for (int j = 0; j < 8; j++) {
+                float sum = 0.0f;
+                for (int k = 0; k < 16; k++) {
+                    sum += A[i][k] * B[k][j]; // bf16 products are exact in fp32
+                }
+                ms.p[i][j] = sum;
             }
         }
+        ms.tag = tag;
     }
-    int g = (int)lane_id() >> 2, t = (int)lane_id() & 3;
+    int g = (int)f->lane >> 2, t = (int)f->lane & 3;
     for (int i = 0; i < 4; i++) {
-        int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
-        float sum = 0.0f;
-        for (int k = 0; k < 16; k++) {
-            sum += A[row][k] * B[k][col]; // bf16 products are exact in fp32
-        }
-        c[i] += sum;
+        c[i] += ms.p[g + 8 * (i >> 1)][2 * t + (i & 1)];
     }
 }
 
@@ -644,6 +660,8 @@ static order_mode order_from_env(uint64_t *seed)
 
 static void run_block(block_run *b, order_mode mode, uint64_t *rng)
 {
+    static uint64_t serials;
+    b->serial = ++serials;
     std::vector<fiber> &fs = *b->fibers;
     const dim3 &bd = block_dim;
     b->live = b->n;

@@ -80,7 +80,9 @@ struct cuda_layer {
 
 /* Offsets (in int32) of each input inside the packed buffers in_h / in_d. */
 struct cuda_inputs {
-    size_t tokens, pos, slot, rows, q_start, q_len, pos0, indptr, block_ids, cap_blocks, total;
+    size_t tokens, pos, slot, rows, q_start, q_len, pos0, indptr;
+    size_t d_q_start, d_q_len, d_pos0, d_indptr; /* a mixed batch's one-token runs */
+    size_t block_ids, cap_blocks, total;
 };
 
 struct cuda_ctx {
@@ -367,7 +369,11 @@ static int cuda_alloc_scratch(struct cuda_ctx *c)
     in->q_len = in->q_start + T;
     in->pos0 = in->q_len + T;
     in->indptr = in->pos0 + T;
-    in->block_ids = in->indptr + T + 1;
+    in->d_q_start = in->indptr + T + 1;
+    in->d_q_len = in->d_q_start + T;
+    in->d_pos0 = in->d_q_len + T;
+    in->d_indptr = in->d_pos0 + T;
+    in->block_ids = in->d_indptr + T + 1;
     in->cap_blocks = T * blocks_per_seq;
     in->total = in->block_ids + in->cap_blocks;
     BC_TRY(cuda_malloc((void **)&c->in_d, in->total * sizeof(int32_t)));
@@ -524,9 +530,11 @@ static int cuda_gemm(struct cuda_ctx *c, const uint16_t *x_d, const uint16_t *w_
 }
 
 /* Enqueues one forward pass of n_tok rows in n_runs runs with n_out outputs whose inputs are in
- * in_d. decode: every run is one token (the split-K kernel). Capturable when comm is NULL. */
-static int cuda_enqueue(struct cuda_ctx *c, int32_t n_tok, int32_t n_runs, int32_t n_out,
-                        int32_t max_q_len, bool decode)
+ * in_d. decode: every run is one token (the split-K kernel). Otherwise the n_runs runs go to the
+ * prefill kernel and the n_dec one-token runs of a mixed batch (the d_ lists) to the split-K
+ * kernel, each writing its own rows. Capturable when comm is NULL. */
+static int cuda_enqueue(struct cuda_ctx *c, int32_t n_tok, int32_t n_runs, int32_t n_dec,
+                        int32_t n_out, int32_t max_q_len, bool decode)
 {
     const struct model_config *m = &c->mc;
     const struct cuda_inputs *in = &c->in;
@@ -539,6 +547,12 @@ static int cuda_enqueue(struct cuda_ctx *c, int32_t n_tok, int32_t n_runs, int32
                                    c->in_d + in->pos0,
                                    c->in_d + in->indptr,
                                    c->in_d + in->block_ids };
+    struct kern_attn_runs d_runs = { n_dec,
+                                     c->in_d + in->d_q_start,
+                                     c->in_d + in->d_q_len,
+                                     c->in_d + in->d_pos0,
+                                     c->in_d + in->d_indptr,
+                                     c->in_d + in->block_ids };
     struct kern_attn_shape as = { c->sh.n_heads, c->sh.n_kv_heads, m->head_dim,
                                   c->cfg.kv_block_size, c->qkv_dim };
     BC_TRY(kern_cuda_embed_bf16(c->embed_d, c->in_d + in->tokens, n_tok, dim, c->x_d, c->stream));
@@ -556,6 +570,11 @@ static int cuda_enqueue(struct cuda_ctx *c, int32_t n_tok, int32_t n_runs, int32
         } else {
             BC_TRY(kern_cuda_attn_prefill_bf16(c->qkv_d, L->k_cache_d, L->v_cache_d, &runs, &as,
                                                max_q_len, c->att_d, c->stream));
+            if (n_dec > 0) {
+                BC_TRY(kern_cuda_attn_decode_bf16(c->qkv_d, L->k_cache_d, L->v_cache_d, &d_runs,
+                                                  &as, CUDA_KV_SPLIT, c->max_splits, c->part_o_d,
+                                                  c->part_lse_d, c->att_d, c->stream));
+            }
         }
         BC_TRY(cuda_gemm(c, c->att_d, L->w_o_d, c->delta_d, n_tok, c->q_dim, dim));
         if (c->comm) {
@@ -581,9 +600,12 @@ static int cuda_enqueue(struct cuda_ctx *c, int32_t n_tok, int32_t n_runs, int32
 }
 
 /* Packs the batch into in_h: slots, runs (consecutive rows of one sequence at consecutive
- * positions) and their blocks. Returns the run count; *max_q_len, *n_blocks_used set. */
+ * positions) and their blocks. Returns the run count; *max_q_len, *n_blocks_used set. When the
+ * batch mixes one-token runs (decoding sequences) with longer ones (prefill chunks), the
+ * one-token runs move to the d_ lists (*n_dec of them), for the split-K decode kernel: the
+ * prefill kernel would spend a tile of queries on each. */
 static int32_t cuda_pack(struct cuda_ctx *c, const struct engine_batch *b, int32_t *max_q_len,
-                         size_t *n_blocks_used)
+                         size_t *n_blocks_used, int32_t *n_dec)
 {
     const struct cuda_inputs *in = &c->in;
     int32_t *h = c->in_h, bs = c->cfg.kv_block_size, n_runs = 0;
@@ -621,6 +643,22 @@ static int32_t cuda_pack(struct cuda_ctx *c, const struct engine_batch *b, int32
         h[in->rows + (size_t)o] = b->output_rows[o];
     }
     *n_blocks_used = used;
+    *n_dec = 0;
+    if (*max_q_len > 1 && n_runs < b->n_tokens) {
+        int32_t keep = 0;
+        for (int32_t r = 0; r < n_runs; r++) {
+            int32_t qs = h[in->q_start + (size_t)r], ql = h[in->q_len + (size_t)r];
+            int32_t p0 = h[in->pos0 + (size_t)r], ip = h[in->indptr + (size_t)r];
+            size_t at = ql == 1 ? (size_t)(*n_dec)++ : (size_t)keep++;
+            h[(ql == 1 ? in->d_q_start : in->q_start) + at] = qs;
+            h[(ql == 1 ? in->d_q_len : in->q_len) + at] = ql;
+            h[(ql == 1 ? in->d_pos0 : in->pos0) + at] = p0;
+            h[(ql == 1 ? in->d_indptr : in->indptr) + at] = ip;
+        }
+        h[in->indptr + (size_t)keep] = (int32_t)used;
+        h[in->d_indptr + (size_t)*n_dec] = (int32_t)used;
+        n_runs = keep;
+    }
     return n_runs;
 }
 
@@ -641,7 +679,7 @@ static int cuda_capture(struct cuda_ctx *c, int k, int32_t size)
 {
     cudaGraph_t graph = NULL;
     BC_CUDA(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal));
-    int err = cuda_enqueue(c, size, size, size, 1, true);
+    int err = cuda_enqueue(c, size, size, 0, size, 1, true);
     cudaError_t ce = cudaStreamEndCapture(c->stream, &graph);
     if (err) {
         if (graph) {
@@ -662,7 +700,8 @@ static int cuda_forward_inner(struct cuda_ctx *c, const struct engine_batch *b, 
     BC_CUDA(cudaSetDevice(c->device));
     int32_t max_q_len;
     size_t used;
-    int32_t n_runs = cuda_pack(c, b, &max_q_len, &used);
+    int32_t n_dec = 0;
+    int32_t n_runs = cuda_pack(c, b, &max_q_len, &used, &n_dec);
     const struct cuda_inputs *in = &c->in;
     bool decode = n_runs == b->n_tokens;
     bool rows_identity = b->n_outputs == b->n_tokens;
@@ -693,7 +732,7 @@ static int cuda_forward_inner(struct cuda_ctx *c, const struct engine_batch *b, 
         }
         BC_CUDA(cudaGraphLaunch(c->graphs[k], c->stream));
     } else {
-        BC_TRY(cuda_enqueue(c, b->n_tokens, n_runs, b->n_outputs, max_q_len, decode));
+        BC_TRY(cuda_enqueue(c, b->n_tokens, n_runs, n_dec, b->n_outputs, max_q_len, decode));
     }
     c->last_n_out = b->n_outputs;
     if (c->logits_to_host && logits && b->n_outputs > 0) {

@@ -36,8 +36,9 @@
 
 enum { MAX_TOK = 64, N_BATCH = 6 };
 
-/* The batches: sequence A (37 tokens) prefilled in chunks of 20 and 17, the second with all of
- * sequence B (9 tokens), then four decode steps of both. */
+/* The batches: sequence A (37 tokens) prefilled in chunks of 20 and 17, the second with the
+ * first 5 tokens of sequence B; then A's first decode step with B's last 4 prompt tokens (a
+ * mixed batch: a one-token run beside a prefill chunk), then three decode steps of both. */
 struct script {
     struct engine_batch b[N_BATCH];
     int32_t tokens[N_BATCH][MAX_TOK], pos[N_BATCH][MAX_TOK], seq[N_BATCH][MAX_TOK];
@@ -69,7 +70,8 @@ static void script_build(struct script *s, int32_t n_vocab)
     s->n_blocks[1] = 1;
     int32_t ad = 0, bd = 0;
     for (int k = 0; k < N_BATCH; k++) {
-        int32_t n = 0, at = k == 0 ? 20 : k == 1 ? 17 : 1, bt = k == 0 ? 0 : k == 1 ? 9 : 1;
+        int32_t n = 0, at = k == 0 ? 20 : k == 1 ? 17 : 1;
+        int32_t bt = k == 0 ? 0 : k == 1 ? 5 : k == 2 ? 4 : 1;
         for (int32_t i = 0; i < bt; i++, n++) {
             s->tokens[k][n] = bb[bd + i];
             s->pos[k][n] = bd + i;
@@ -208,33 +210,41 @@ static void test_model_batch_invariance(void **state)
     float *mixed = run_script(gpu, &s);
     engine_destroy(gpu);
     gpu = open_engine(STORIES_HF, ENGINE_BACKEND_CUDA);
-    /* B alone: its 9 prompt tokens, then its 4 decode tokens one by one */
-    float *alone = malloc(13 * (size_t)V * sizeof(float));
-    int32_t bt[13], bp[13], zero[13] = { 0 }, rows[13];
-    for (int i = 0; i < 9; i++) {
+    /* B alone: its 9 prompt tokens, then its 3 decode tokens one by one */
+    enum { B_PROMPT = 9, B_ALL = 12 };
+    float *alone = malloc(B_ALL * (size_t)V * sizeof(float));
+    int32_t bt[B_ALL], bp[B_ALL], zero[B_ALL] = { 0 }, rows[B_ALL];
+    for (int i = 0; i < 5; i++) {
         bt[i] = s.tokens[1][i];
     }
-    for (int k = 2; k < N_BATCH; k++) {
-        bt[9 + k - 2] = s.tokens[k][0];
+    for (int i = 0; i < 4; i++) {
+        bt[5 + i] = s.tokens[2][i];
     }
-    for (int i = 0; i < 13; i++) {
+    for (int k = 3; k < N_BATCH; k++) {
+        bt[B_PROMPT + k - 3] = s.tokens[k][0];
+    }
+    for (int i = 0; i < B_ALL; i++) {
         bp[i] = i;
         rows[i] = i;
     }
     const int32_t *tables[1] = { s.blocks_b };
     int32_t nb = 1;
-    struct engine_batch pre = { 9, bt, bp, zero, 1, tables, &nb, 9, rows };
+    struct engine_batch pre = { B_PROMPT, bt, bp, zero, 1, tables, &nb, B_PROMPT, rows };
     assert_int_equal(engine_forward(gpu, &pre, alone), 0);
-    for (int i = 9; i < 13; i++) {
+    for (int i = B_PROMPT; i < B_ALL; i++) {
         struct engine_batch dec = { 1, bt + i, bp + i, zero, 1, tables, &nb, 1, rows };
         assert_int_equal(engine_forward(gpu, &dec, alone + (size_t)i * V), 0);
     }
-    /* mixed: B's rows are the first 9 of batch 1 and the first row of each decode batch */
-    size_t off1 = (size_t)s.b[0].n_outputs * V;
-    double w = max_rel(alone, mixed + off1, 9 * (size_t)V);
-    size_t off = off1 + (size_t)s.b[1].n_outputs * V;
-    for (int k = 2; k < N_BATCH; k++) {
-        double x = max_rel(alone + (size_t)(9 + k - 2) * V, mixed + off, (size_t)V);
+    /* mixed: B's rows are the first 5 of batch 1, the first 4 of batch 2 (beside A's decode
+     * step) and the first row of each later batch */
+    size_t off = (size_t)s.b[0].n_outputs * V;
+    double w = max_rel(alone, mixed + off, 5 * (size_t)V);
+    off += (size_t)s.b[1].n_outputs * V;
+    double x = max_rel(alone + 5 * (size_t)V, mixed + off, 4 * (size_t)V);
+    w = x > w ? x : w;
+    off += (size_t)s.b[2].n_outputs * V;
+    for (int k = 3; k < N_BATCH; k++) {
+        x = max_rel(alone + (size_t)(B_PROMPT + k - 3) * V, mixed + off, (size_t)V);
         w = x > w ? x : w;
         off += (size_t)s.b[k].n_outputs * V;
     }

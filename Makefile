@@ -241,7 +241,7 @@ test-cuemu-kernels: $(CUEMU_KBINS)
 # smoke test: a small model, fast mode, its invariants checked
 test-cuemu-all: $(GPU_BINS) $(BUILD)/bench/gpu_judge $(BINDIR)/judgectl
 	@for o in $(CUEMU_ORDERS); do echo "cuemu: CUDA threads resumed in $$o order"; \
-	    CUEMU_ORDER=$$o tests/run_unit.sh $(GPU_BINS) || exit 1; done
+	    CUEMU_DEVICES=4 CUEMU_ORDER=$$o tests/run_unit.sh $(GPU_BINS) || exit 1; done
 	@python3 tests/cuemu/test_judge_cuda.py $(BINDIR)
 	@CUEMU_MEM_MIB=512 $(BUILD)/bench/gpu_judge --shape small --mode fast --samples 12 \
 	    --max-seqs 4 --prefill-tokens 256 >$(BUILD)/gpu_judge_smoke.log 2>&1 || \

@@ -29,6 +29,17 @@ int engine_backend_cuda_init_tp(const struct engine_config *cfg,
                                 const struct engine_weight_src *src, struct comm *comm, void **ctx,
                                 char *errstr, size_t errstr_len);
 
+#ifdef HAVE_NCCL
+/* One engine over cfg->tp_world GPUs cfg->tp_devices (engine/backend_tp_nccl_cuda.c): a rank of
+ * the backend above per GPU, all-reducing over NCCL. */
+extern const struct engine_backend_ops engine_backend_cuda_tp_ops;
+
+/* Rank 0's backend context (its logits are the engine's: device sampling and logprobs), and the
+ * KV pool's block count, the same on every rank. */
+void *engine_backend_cuda_tp_rank0(void *ctx);
+int32_t engine_backend_cuda_tp_kv_blocks(const void *ctx);
+#endif
+
 /* The KV pool's block count in force (resolved from memory when cfg->n_kv_blocks was 0). */
 int32_t engine_backend_cuda_kv_blocks(const void *ctx);
 

@@ -47,18 +47,41 @@ int engine_device_parse(const char *name, struct engine_config *cfg)
 {
     if (strcmp(name, "cpu") == 0 || strcmp(name, "auto") == 0 || strcmp(name, "cuda") == 0) {
         cfg->cuda_device = 0;
+        cfg->tp_world = 1;
         return engine_backend_parse(name, &cfg->backend);
     }
     char *end = NULL;
     if (strncmp(name, "cuda:", 5) != 0 || name[5] < '0' || name[5] > '9') {
         return -EINVAL;
     }
-    long n = strtol(name + 5, &end, 10);
-    if (*end != '\0' || n > 1024) {
-        return -EINVAL;
+    int devs[ENGINE_TP_MAX], n_devs = 0;
+    const char *at = name + 5;
+    for (;;) {
+        if (*at < '0' || *at > '9' || n_devs == ENGINE_TP_MAX) {
+            return -EINVAL;
+        }
+        long n = strtol(at, &end, 10);
+        if (n > 1024) {
+            return -EINVAL;
+        }
+        for (int i = 0; i < n_devs; i++) {
+            if (devs[i] == (int)n) {
+                return -EINVAL; /* a GPU twice in one group */
+            }
+        }
+        devs[n_devs++] = (int)n;
+        if (*end == '\0') {
+            break;
+        }
+        if (*end != '+') {
+            return -EINVAL;
+        }
+        at = end + 1;
     }
     cfg->backend = ENGINE_BACKEND_CUDA;
-    cfg->cuda_device = (int)n;
+    cfg->cuda_device = devs[0];
+    cfg->tp_world = n_devs;
+    memcpy(cfg->tp_devices, devs, (size_t)n_devs * sizeof(int));
     return 0;
 }
 
@@ -99,6 +122,7 @@ void engine_config_default(struct engine_config *cfg)
     cfg->max_ctx = 0;
     cfg->cuda_device = 0;
     cfg->gpu_mem_fraction = 0.9f;
+    cfg->tp_world = 1;
 }
 
 static const struct model_tensor *engine_find_hf(const void *user, const char *name)
@@ -142,7 +166,25 @@ int engine_open(const char *path, const char *weights_file, const struct engine_
     e->ops = &engine_backend_cpu_ops;
     if (e->cfg.backend != ENGINE_BACKEND_CPU) {
 #ifdef HAVE_CUDA
-        if (engine_cuda_device_count() > e->cfg.cuda_device) {
+        int n_dev = engine_cuda_device_count();
+        if (e->cfg.tp_world > 1 && n_dev > 0) {
+            for (int i = 0; i < e->cfg.tp_world; i++) {
+                if (e->cfg.tp_devices[i] >= n_dev) {
+                    errstr_set(errstr, errstr_len,
+                               "tensor parallelism over GPU %d, but this host has %d GPUs",
+                               e->cfg.tp_devices[i], n_dev);
+                    err = -ENODEV;
+                    goto fail;
+                }
+            }
+#ifdef HAVE_NCCL
+            e->ops = &engine_backend_cuda_tp_ops;
+#else
+            errstr_set(errstr, errstr_len, "tensor parallelism needs a build with NCCL");
+            err = -ENOTSUP;
+            goto fail;
+#endif
+        } else if (n_dev > e->cfg.cuda_device) {
             e->ops = &engine_backend_cuda_ops;
         }
 #endif
@@ -171,6 +213,11 @@ int engine_open(const char *path, const char *weights_file, const struct engine_
     if (e->ops == &engine_backend_cuda_ops) {
         e->cfg.n_kv_blocks = engine_backend_cuda_kv_blocks(e->ctx);
     }
+#ifdef HAVE_NCCL
+    if (e->ops == &engine_backend_cuda_tp_ops) {
+        e->cfg.n_kv_blocks = engine_backend_cuda_tp_kv_blocks(e->ctx);
+    }
+#endif
 #endif
     *out = e;
     return 0;
@@ -292,11 +339,28 @@ static double engine_now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+#ifdef HAVE_CUDA
+/* The CUDA backend context that holds the logits: the engine's, or rank 0's under tensor
+ * parallelism; NULL for other backends. */
+static void *engine_cuda_ctx(const struct engine *e)
+{
+    if (e->ops == &engine_backend_cuda_ops) {
+        return e->ctx;
+    }
+#ifdef HAVE_NCCL
+    if (e->ops == &engine_backend_cuda_tp_ops) {
+        return engine_backend_cuda_tp_rank0(e->ctx);
+    }
+#endif
+    return NULL;
+}
+#endif
+
 bool engine_samples_on_device(const struct engine *e)
 {
 #ifdef HAVE_CUDA
     const char *v = getenv("JUDGED_DEVICE_SAMPLING");
-    return e->ops == &engine_backend_cuda_ops && !(v && strcmp(v, "0") == 0);
+    return engine_cuda_ctx(e) != NULL && !(v && strcmp(v, "0") == 0);
 #else
     (void)e;
     return false;
@@ -314,8 +378,8 @@ int engine_sample_device(struct engine *e, int32_t n_rows, const float *temperat
         return -ENOTSUP;
     }
 #ifdef HAVE_CUDA
-    int err =
-        engine_backend_cuda_sample(e->ctx, n_rows, temperature, top_k, top_p, seed, step, tokens);
+    int err = engine_backend_cuda_sample(engine_cuda_ctx(e), n_rows, temperature, top_k, top_p,
+                                         seed, step, tokens);
     if (err) {
         snprintf(e->errstr, sizeof(e->errstr), "device sampling of %" PRId32 " rows failed (%d)",
                  n_rows, err);
@@ -337,7 +401,7 @@ int engine_logprobs_device(struct engine *e, int32_t n_rows, const int32_t *chos
         return -ENOTSUP;
     }
 #ifdef HAVE_CUDA
-    int err = engine_backend_cuda_logprobs(e->ctx, n_rows, chosen, n_top, out);
+    int err = engine_backend_cuda_logprobs(engine_cuda_ctx(e), n_rows, chosen, n_top, out);
     if (err) {
         snprintf(e->errstr, sizeof(e->errstr), "device logprobs of %" PRId32 " rows failed (%d)",
                  n_rows, err);

@@ -25,12 +25,16 @@ int engine_backend_parse(const char *name, enum engine_backend_kind *out);
 
 struct engine_config;
 
-/* Parses a device: "cpu", "auto", "cuda" (the first GPU) or "cuda:N", setting cfg->backend and
- * cfg->cuda_device. Returns 0 or -EINVAL. */
+/* Parses a device: "cpu", "auto", "cuda" (the first GPU), "cuda:N", or "cuda:N+M[+...]" (one
+ * engine over several GPUs by tensor parallelism, engine/tp.h: at most ENGINE_TP_MAX distinct
+ * GPUs), setting cfg->backend, cfg->cuda_device (the first) and cfg->tp_world/tp_devices.
+ * Returns 0 or -EINVAL. */
 int engine_device_parse(const char *name, struct engine_config *cfg);
 
 /* CUDA devices usable by this build: 0 without CUDA, without a driver, or without a GPU. */
 int engine_cuda_device_count(void);
+
+#define ENGINE_TP_MAX 8 /* GPUs in one tensor-parallel engine */
 
 /* Engine options. Plain data; fill with engine_config_default first. */
 struct engine_config {
@@ -46,6 +50,9 @@ struct engine_config {
     /* CUDA: the share of the device's memory the engine may hold (weights, scratch and KV
      * pool); with n_kv_blocks 0 the KV pool takes what is left of it (default 0.9) */
     float gpu_mem_fraction;
+    /* CUDA: tensor parallelism over tp_world GPUs tp_devices[0..tp_world) (NCCL); 1 = off */
+    int tp_world;
+    int tp_devices[ENGINE_TP_MAX];
 };
 
 void engine_config_default(struct engine_config *cfg);

@@ -25,8 +25,11 @@
 #include "include/nccl.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cblas.h>
+#include <condition_variable>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <stdarg.h>
 #include <stdio.h>
@@ -100,10 +103,11 @@ namespace
 struct allocation {
     size_t size;
     bool device; // false: pinned host memory from cudaMallocHost
+    int dev;     // the device it counts against
 };
 std::mutex mem_mu;
 std::map<uintptr_t, allocation> allocs;
-size_t dev_used;
+size_t dev_used[64]; // per device: each has CUEMU_MEM_MIB of its own
 
 size_t dev_total()
 {
@@ -832,7 +836,8 @@ cudaError_t cudaPeekAtLastError(void)
 
 static int device_count()
 {
-    return (int)env_long("CUEMU_DEVICES", 1);
+    long n = env_long("CUEMU_DEVICES", 1);
+    return (int)(n > 64 ? 64 : n);
 }
 
 cudaError_t cudaGetDeviceCount(int *count)
@@ -872,7 +877,8 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes)
     std::lock_guard<std::mutex> g(mem_mu);
     size_t total = dev_total();
     *total_bytes = total;
-    *free_bytes = dev_used < total ? total - dev_used : 0;
+    size_t used = dev_used[cur_device];
+    *free_bytes = used < total ? total - used : 0;
     return cudaSuccess;
 }
 
@@ -890,24 +896,26 @@ static cudaError_t alloc(void **ptr, size_t size, bool device)
     if (size == 0) {
         return cudaSuccess;
     }
-    {
+    int dev = cur_device;
+    if (device) { // reserved before allocating, so threads on one device cannot overcommit it
         std::lock_guard<std::mutex> g(mem_mu);
-        if (device && dev_used + size > dev_total()) {
+        if (dev_used[dev] + size > dev_total()) {
             return fail(cudaErrorMemoryAllocation,
-                        "cudaMalloc of %zu bytes: %zu of %zu bytes (CUEMU_MEM_MIB) in use", size,
-                        dev_used, dev_total());
+                        "cudaMalloc of %zu bytes on device %d: %zu of %zu bytes (CUEMU_MEM_MIB) "
+                        "in use",
+                        size, dev, dev_used[dev], dev_total());
         }
+        dev_used[dev] += size;
     }
     void *p = nullptr;
     if (posix_memalign(&p, 256, size) != 0) {
+        std::lock_guard<std::mutex> g(mem_mu);
+        dev_used[dev] -= device ? size : 0;
         return fail(cudaErrorMemoryAllocation, "%s of %zu bytes: out of host memory", what, size);
     }
     memset(p, 0xff, size); // as uninitialized device memory: NaN where read as floats
     std::lock_guard<std::mutex> g(mem_mu);
-    allocs[(uintptr_t)p] = allocation{ size, device };
-    if (device) {
-        dev_used += size;
-    }
+    allocs[(uintptr_t)p] = allocation{ size, device, dev };
     *ptr = p;
     return cudaSuccess;
 }
@@ -926,7 +934,7 @@ static cudaError_t release(void *ptr, bool device)
                         ptr, device ? "device" : "pinned host");
         }
         if (device) {
-            dev_used -= it->second.size;
+            dev_used[it->second.dev] -= it->second.size;
         }
         allocs.erase(it);
     }
@@ -1329,11 +1337,33 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
 }
 
 // ---------------------------------------------------------------------------------------------
-// NCCL
+// NCCL: the ranks of a communicator are threads of this process (device memory is host memory
+// here). A collective runs when its last rank calls it, as NCCL's own would complete then.
+
+} // extern "C"
+
+namespace
+{
+struct nccl_group {
+    int nranks = 0, joined = 0;
+    std::mutex mu;
+    std::condition_variable cv;
+    unsigned gen = 0;
+    int arrived = 0;
+    std::vector<const void *> sends;
+    std::vector<void *> recvs;
+};
+std::mutex groups_mu;
+std::map<std::string, std::shared_ptr<nccl_group>> groups;
+std::atomic<unsigned> unique_ids{ 0 };
+} // namespace
 
 struct cuemu_nccl {
-    int nranks;
+    int nranks, rank;
+    std::shared_ptr<nccl_group> g;
 };
+
+extern "C" {
 
 const char *ncclGetErrorString(ncclResult_t result)
 {
@@ -1357,18 +1387,44 @@ const char *ncclGetErrorString(ncclResult_t result)
 ncclResult_t ncclGetUniqueId(ncclUniqueId *id)
 {
     memset(id, 0, sizeof(*id));
-    snprintf(id->internal, sizeof(id->internal), "cuemu:%ld", (long)getpid());
+    snprintf(id->internal, sizeof(id->internal), "cuemu:%ld:%u", (long)getpid(),
+             unique_ids.fetch_add(1));
     return ncclSuccess;
 }
 
+// Blocks until every rank of the id has joined, as ncclCommInitRank does.
 ncclResult_t ncclCommInitRank(ncclComm_t *comm, int nranks, ncclUniqueId id, int rank)
 {
-    (void)id;
-    if (nranks != 1 || rank != 0) {
-        fprintf(stderr, "cuemu: ncclCommInitRank: %d ranks: only one rank is emulated\n", nranks);
+    if (nranks < 1 || rank < 0 || rank >= nranks) {
+        fprintf(stderr, "cuemu: ncclCommInitRank: rank %d of %d\n", rank, nranks);
+        return ncclInvalidArgument;
+    }
+    std::string key(id.internal, strnlen(id.internal, sizeof(id.internal)));
+    std::shared_ptr<nccl_group> g;
+    {
+        std::lock_guard<std::mutex> lk(groups_mu);
+        std::shared_ptr<nccl_group> &slot = groups[key];
+        if (!slot) {
+            slot = std::make_shared<nccl_group>();
+            slot->nranks = nranks;
+            slot->sends.assign((size_t)nranks, nullptr);
+            slot->recvs.assign((size_t)nranks, nullptr);
+        }
+        g = slot;
+    }
+    if (g->nranks != nranks) {
+        fprintf(stderr, "cuemu: ncclCommInitRank: %d ranks, the id's communicator has %d\n", nranks,
+                g->nranks);
         return ncclInvalidUsage;
     }
-    *comm = new cuemu_nccl{ nranks };
+    std::unique_lock<std::mutex> lk(g->mu);
+    if (++g->joined == nranks) {
+        g->cv.notify_all();
+        std::lock_guard<std::mutex> glk(groups_mu);
+        groups.erase(key); // every rank holds it now; the id cannot be reused
+    }
+    g->cv.wait(lk, [&] { return g->joined == g->nranks; });
+    *comm = new cuemu_nccl{ nranks, rank, g };
     return ncclSuccess;
 }
 
@@ -1383,44 +1439,75 @@ static size_t nccl_size(ncclDataType_t t)
     return t == ncclInt8 ? 1 : t == ncclInt32 || t == ncclFloat32 ? 4 : 0;
 }
 
-// With one rank, every collective leaves recvbuff equal to sendbuff.
-static ncclResult_t nccl_copy(const char *what, const void *sendbuff, void *recvbuff, size_t count,
-                              ncclDataType_t datatype, ncclComm_t comm, cudaStream_t stream)
+// One collective: every rank posts its buffers; the last to arrive computes every rank's result
+// (sum of float32 sends, or the root's send) while the others wait.
+static ncclResult_t nccl_collective(const char *what, const void *sendbuff, void *recvbuff,
+                                    size_t count, ncclDataType_t datatype, int root,
+                                    ncclComm_t comm, cudaStream_t stream)
 {
     size_t bytes = count * nccl_size(datatype);
-    if (!comm || !nccl_size(datatype)) {
+    if (!comm || !nccl_size(datatype) || (root < 0 && datatype != ncclFloat32)) {
         return ncclInvalidArgument;
     }
     if (bytes && (check_side(what, "sendbuff", sendbuff, bytes, true) != cudaSuccess ||
                   check_side(what, "recvbuff", recvbuff, bytes, true) != cudaSuccess)) {
         return ncclInvalidArgument;
     }
-    cudaError_t e = submit(stream, what, [=]() {
-        if (bytes && sendbuff != recvbuff) {
-            memmove(recvbuff, sendbuff, bytes);
+    if (stream && stream->capturing) {
+        fprintf(stderr, "cuemu: %s: collectives are not captured in graphs here\n", what);
+        return ncclInvalidUsage;
+    }
+    nccl_group &g = *comm->g;
+    std::unique_lock<std::mutex> lk(g.mu);
+    unsigned my_gen = g.gen;
+    g.sends[(size_t)comm->rank] = sendbuff;
+    g.recvs[(size_t)comm->rank] = recvbuff;
+    if (++g.arrived == g.nranks) {
+        if (root < 0) {
+            std::vector<float> sum(count, 0.0f);
+            for (int r = 0; r < g.nranks; r++) { // rank order: the same bits on every rank
+                const float *x = (const float *)g.sends[(size_t)r];
+                for (size_t i = 0; i < count; i++) {
+                    sum[i] += x[i];
+                }
+            }
+            for (int r = 0; r < g.nranks; r++) {
+                memcpy(g.recvs[(size_t)r], sum.data(), bytes);
+            }
+        } else {
+            std::vector<char> src((const char *)g.sends[(size_t)root],
+                                  (const char *)g.sends[(size_t)root] + bytes);
+            for (int r = 0; r < g.nranks; r++) {
+                memcpy(g.recvs[(size_t)r], src.data(), bytes);
+            }
         }
-        return cudaSuccess;
-    });
-    return e == cudaSuccess ? ncclSuccess : ncclUnhandledCudaError;
+        g.arrived = 0;
+        g.gen++;
+        g.cv.notify_all();
+    } else {
+        g.cv.wait(lk, [&] { return g.gen != my_gen; });
+    }
+    return ncclSuccess;
 }
 
 ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count,
                            ncclDataType_t datatype, ncclRedOp_t op, ncclComm_t comm,
                            cudaStream_t stream)
 {
-    if (op != ncclSum) {
+    if (op != ncclSum || datatype != ncclFloat32) {
         return ncclInvalidArgument;
     }
-    return nccl_copy("ncclAllReduce", sendbuff, recvbuff, count, datatype, comm, stream);
+    return nccl_collective("ncclAllReduce", sendbuff, recvbuff, count, datatype, -1, comm, stream);
 }
 
 ncclResult_t ncclBroadcast(const void *sendbuff, void *recvbuff, size_t count,
                            ncclDataType_t datatype, int root, ncclComm_t comm, cudaStream_t stream)
 {
-    if (root != 0) {
+    if (!comm || root < 0 || root >= comm->nranks) {
         return ncclInvalidArgument;
     }
-    return nccl_copy("ncclBroadcast", sendbuff, recvbuff, count, datatype, comm, stream);
+    return nccl_collective("ncclBroadcast", sendbuff, recvbuff, count, datatype, root, comm,
+                           stream);
 }
 
 } // extern "C"

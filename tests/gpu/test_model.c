@@ -8,7 +8,8 @@
  *   from CUDA graphs vs eager decode: max |diff| <= 1e-2 (1 + |x|) (cuBLAS may choose another
  *   GEMM kernel for another row count);
  * - tensor parallel over NCCL at world size 1 against the plain CUDA backend: the same kernels
- *   in the same order, so the logits are equal to 1e-6. */
+ *   in the same order, so the logits are equal to 1e-6;
+ * - one engine over 2 and 4 GPUs against one GPU (where the host has them; cuemu has 4). */
 /* cmocka needs these four headers first, in this order */
 /* clang-format off */
 #include <stdarg.h>
@@ -93,11 +94,11 @@ static void script_build(struct script *s, int32_t n_vocab)
     }
 }
 
-static struct engine *open_engine(const char *path, enum engine_backend_kind kind)
+static struct engine *open_engine_on(const char *path, const char *device)
 {
     struct engine_config cfg;
     engine_config_default(&cfg);
-    cfg.backend = kind;
+    assert_int_equal(engine_device_parse(device, &cfg), 0);
     cfg.n_kv_blocks = 8;
     cfg.max_batch_tokens = MAX_TOK;
     cfg.max_outputs = MAX_TOK;
@@ -108,6 +109,11 @@ static struct engine *open_engine(const char *path, enum engine_backend_kind kin
         fail_msg("engine_open %s: %s", path, err);
     }
     return e;
+}
+
+static struct engine *open_engine(const char *path, enum engine_backend_kind kind)
+{
+    return open_engine_on(path, kind == ENGINE_BACKEND_CPU ? "cpu" : "cuda");
 }
 
 static float *run_script(struct engine *e, struct script *s)
@@ -327,7 +333,66 @@ static void test_model_tp_nccl_world1(void **state)
     skip(); /* built without NCCL */
 #endif
 }
+/* One engine over 2 and 4 GPUs (engine/backend_tp_nccl_cuda.c) against one GPU on the script:
+ * the all-reduce adds the ranks' partial sums in another order than one GEMM, and a one-ulp
+ * difference in fp32 becomes a one-step bf16 difference in the next layer's input, so the bound
+ * is the one against the CPU backend: max |diff| <= 0.05 max |row| + 0.05 per row, with the top-1
+ * token agreeing on >= 90% of rows. A world larger than the host's GPUs is skipped (run.sh on
+ * one card runs neither). */
+static void test_model_tp_cuda_groups(void **state)
+{
+    (void)state;
+    if (!gpu_present()) {
+        skip();
+    }
+    struct engine *one = open_engine(STORIES_HF, ENGINE_BACKEND_CUDA);
+    struct script s;
+    float *want = run_script(one, &s);
+    int32_t V = engine_model_config(one)->n_vocab;
+    engine_destroy(one);
+    static const char *const groups[] = { "cuda:0+1", "cuda:0+1+2+3" };
+    for (int k = 0; k < 2; k++) {
+        int world = k == 0 ? 2 : 4;
+        if (engine_cuda_device_count() < world) {
+            printf("TP %s skipped: %d GPU(s) here\n", groups[k], engine_cuda_device_count());
+            continue;
+        }
+        struct engine *tp = open_engine_on(STORIES_HF, groups[k]);
+        assert_string_equal(engine_backend_name(tp), "cuda-tp");
+        float *got = run_script(tp, &s);
+        double w = 0, max_diff = 0;
+        int agree = 0;
+        for (int32_t r = 0; r < s.total; r++) {
+            const float *a = want + (size_t)r * V, *b = got + (size_t)r * V;
+            int32_t ia = 0, ib = 0;
+            double scale = 0, d = 0;
+            for (int32_t i = 0; i < V; i++) {
+                ia = a[i] > a[ia] ? i : ia;
+                ib = b[i] > b[ib] ? i : ib;
+                scale = fabs(a[i]) > scale ? fabs(a[i]) : scale;
+                d = fabs((double)a[i] - b[i]) > d ? fabs((double)a[i] - b[i]) : d;
+            }
+            agree += ia == ib;
+            max_diff = d > max_diff ? d : max_diff;
+            w = d / (0.05 * scale + 0.05) > w ? d / (0.05 * scale + 0.05) : w;
+        }
+        printf("TP %-14s vs one GPU: max|diff| %.3e, top-1 agree %d/%d  %s\n", groups[k], max_diff,
+               agree, s.total, w <= 1.0 && agree * 10 >= s.total * 9 ? "PASS" : "FAIL");
+        assert_true(w <= 1.0);
+        assert_true(agree * 10 >= s.total * 9);
+        /* device sampling reads rank 0's logits */
+        assert_true(engine_samples_on_device(tp));
+        free(got);
+        engine_destroy(tp);
+    }
+    free(want);
+}
 #else
+static void test_model_tp_cuda_groups(void **state)
+{
+    (void)state;
+    skip();
+}
 static void test_model_logits_match_cpu(void **state)
 {
     (void)state;
@@ -351,6 +416,7 @@ int main(void)
         cmocka_unit_test(test_model_logits_match_cpu),
         cmocka_unit_test(test_model_batch_invariance),
         cmocka_unit_test(test_model_tp_nccl_world1),
+        cmocka_unit_test(test_model_tp_cuda_groups),
     };
     return cmocka_run_group_tests_name("gpu_model", tests, NULL, NULL);
 }

@@ -33,7 +33,19 @@ static void test_engine_device_parse(void **state)
     assert_int_equal(cfg.cuda_device, 0);
     assert_int_equal(engine_device_parse("cuda", &cfg), 0);
     assert_int_equal(cfg.backend, ENGINE_BACKEND_CUDA);
-    static const char *const bad[] = { "cuda:", "cuda:x", "cuda:1x", "cuda:-1", "gpu", "" };
+    assert_int_equal(engine_device_parse("cuda:2+0+3", &cfg), 0);
+    assert_int_equal(cfg.backend, ENGINE_BACKEND_CUDA);
+    assert_int_equal(cfg.cuda_device, 2);
+    assert_int_equal(cfg.tp_world, 3);
+    assert_int_equal(cfg.tp_devices[0], 2);
+    assert_int_equal(cfg.tp_devices[1], 0);
+    assert_int_equal(cfg.tp_devices[2], 3);
+    assert_int_equal(engine_device_parse("cuda:1", &cfg), 0);
+    assert_int_equal(cfg.tp_world, 1);
+    static const char *const bad[] = {
+        "cuda:",    "cuda:x",  "cuda:1x", "cuda:-1",  "gpu",       "",
+        "cuda:0+0", "cuda:0+", "cuda:+1", "cuda:0,1", "cuda:1++2", "cuda:0+1+2+3+4+5+6+7+8"
+    };
     for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
         assert_int_equal(engine_device_parse(bad[i], &cfg), -EINVAL);
     }

@@ -1,6 +1,6 @@
-/* nccl.h - cuemu's NCCL (tests/cuemu/README.md): communicators of one rank, whose collectives
- * are copies on the emulated stream. More ranks are refused with ncclInvalidUsage: tensor
- * parallelism over several ranks is tested with the CPU communicator (engine/comm_cpu.c). */
+/* nccl.h - cuemu's NCCL (tests/cuemu/README.md): communicators whose ranks are threads of one
+ * process, ncclCommInitRank blocking until all have joined; float32 sum all-reduce and
+ * broadcast, run when the last rank calls them. */
 #ifndef CUEMU_NCCL_H
 #define CUEMU_NCCL_H
 

@@ -29,14 +29,14 @@ static double ctl_run_now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-#define CTL_RUN_USAGE                                                                          \
-    "usage: judgectl run SPEC [--dry-run] [-o FILE] [--config FILE] [--threads N]\n"           \
-    "                 [--max-batch-tokens N] [--max-seqs N] [--context N] [--kv-mib N]\n"      \
-    "                 [--device DEV] [--log-level LEVEL]\n"                                    \
-    "--config: a judged.yaml whose models: resolve a model name in the spec's field 'model'\n" \
-    "(default $JUDGED_CONFIG); a directory in that field is used as it is.\n"                  \
-    "--device: cpu (default), auto, cuda or cuda:N; without a GPU, auto and cuda run on the\n" \
-    "CPU and say so once.\n"
+#define CTL_RUN_USAGE                                                                            \
+    "usage: judgectl run SPEC [--dry-run] [-o FILE] [--config FILE] [--threads N]\n"             \
+    "                 [--max-batch-tokens N] [--max-seqs N] [--context N] [--kv-mib N]\n"        \
+    "                 [--device DEV] [--log-level LEVEL]\n"                                      \
+    "--config: a judged.yaml whose models: resolve a model name in the spec's field 'model'\n"   \
+    "(default $JUDGED_CONFIG); a directory in that field is used as it is.\n"                    \
+    "--device: cpu (default), auto, cuda, cuda:N, or cuda:N+M... (one engine over those GPUs,\n" \
+    "tensor parallel); without a GPU, auto and cuda run on the CPU and say so once.\n"
 
 /* Engine and scheduler limits of a local run (command-line options). */
 struct ctl_run_limits {
@@ -279,7 +279,8 @@ int ctl_run(int argc, char **argv)
             struct engine_config probe;
             engine_config_default(&probe);
             if (engine_device_parse(optarg, &probe) != 0) {
-                fprintf(stderr, "judgectl run: --device: '%s' is not cpu, auto, cuda or cuda:N\n",
+                fprintf(stderr,
+                        "judgectl run: --device: '%s' is not cpu, auto, cuda, cuda:N or cuda:N+M\n",
                         optarg);
                 return 2;
             }

@@ -58,8 +58,11 @@ static int dw_model_open(const struct dw_device *dev, const char *path, struct d
     }
     struct engine_config ec;
     engine_config_default(&ec);
-    ec.backend = dev->cuda ? ENGINE_BACKEND_CUDA : ENGINE_BACKEND_CPU;
-    ec.cuda_device = dev->cuda_id;
+    ec.backend = ENGINE_BACKEND_CPU;
+    if (dev->cuda && engine_device_parse(dev->name, &ec) != 0) { /* cuda:N or cuda:N+M... */
+        errstr_set(errstr, errstr_len, "%s: not a CUDA device", dev->name);
+        return -EINVAL;
+    }
     ec.n_threads = dev->threads;
     ec.max_batch_tokens = c->max_batch_tokens;
     ec.max_outputs = c->max_seqs;
@@ -429,6 +432,7 @@ static int dw_devices_parse(struct dw *w, char *errstr, size_t errstr_len)
     const char *spec = c->devices;
     int n_gpus = -1;
     int ids[64], n = 0;
+    char groups[64][32]; /* cuda:N or cuda:N+M... per device */
     bool cuda = false;
     if (strcmp(spec, "cpu") == 0) {
         n = 1;
@@ -454,32 +458,41 @@ static int dw_devices_parse(struct dw *w, char *errstr, size_t errstr_len)
             }
         }
     } else if (strncmp(spec, "cuda:", 5) == 0) {
+        /* cuda:0,1 is two engines; cuda:0+1,2+3 two engines of two GPUs each (tensor parallel) */
         n_gpus = engine_cuda_device_count();
         const char *p = spec + 5;
         while (*p && n < 64) {
-            char *end;
-            long id = strtol(p, &end, 10);
-            if (end == p || id < 0 || (*end && *end != ',')) {
+            size_t len = strcspn(p, ",");
+            struct engine_config probe;
+            engine_config_default(&probe);
+            if (len == 0 || len + 6 > sizeof(groups[0])) {
+                len = 0;
+            } else {
+                snprintf(groups[n], sizeof(groups[n]), "cuda:%.*s", (int)len, p);
+            }
+            if (len == 0 || engine_device_parse(groups[n], &probe) != 0) {
                 errstr_set(errstr, errstr_len,
-                           "%s: field 'engine.devices': expected cuda:N[,N...], got '%s'", c->path,
-                           spec);
+                           "%s: field 'engine.devices': expected cuda:N[,N...] or groups N+M "
+                           "(tensor parallel), got '%s'",
+                           c->path, spec);
                 return -EINVAL;
             }
-            ids[n++] = (int)id;
-            p = *end ? end + 1 : end;
+            for (int k = 0; k < probe.tp_world; k++) {
+                if (n_gpus > 0 && probe.tp_devices[k] >= n_gpus) {
+                    errstr_set(errstr, errstr_len,
+                               "%s: field 'engine.devices': cuda:%d, but this host has %d GPUs",
+                               c->path, probe.tp_devices[k], n_gpus);
+                    return -EINVAL;
+                }
+            }
+            ids[n++] = probe.cuda_device;
+            p += len;
+            p += *p == ',';
         }
         cuda = n_gpus > 0;
         if (!cuda) {
             log_warn("engine.devices %s: no CUDA device: falling back to the CPU backend", spec);
             n = 1;
-        }
-        for (int i = 0; cuda && i < n; i++) {
-            if (ids[i] >= n_gpus) {
-                errstr_set(errstr, errstr_len,
-                           "%s: field 'engine.devices': cuda:%d, but this host has %d GPUs",
-                           c->path, ids[i], n_gpus);
-                return -EINVAL;
-            }
         }
     } else {
         errstr_set(errstr, errstr_len,
@@ -498,7 +511,9 @@ static int dw_devices_parse(struct dw *w, char *errstr, size_t errstr_len)
         dev->cuda_id = cuda ? ids[i] : 0;
         /* CPU devices split the threads between them (0: every CPU, shared) */
         dev->threads = cuda ? 1 : (c->threads > 0 ? (c->threads + n - 1) / n : 0);
-        if (cuda) {
+        if (cuda && strncmp(spec, "cuda:", 5) == 0) {
+            snprintf(dev->name, sizeof(dev->name), "%s", groups[i]);
+        } else if (cuda) {
             snprintf(dev->name, sizeof(dev->name), "cuda:%d", dev->cuda_id);
         } else {
             snprintf(dev->name, sizeof(dev->name), n > 1 ? "cpu#%d" : "cpu", i);

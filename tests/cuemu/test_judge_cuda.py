@@ -10,6 +10,8 @@ Oracles:
   same tokens, and on cuemu the same logprob bits;
 - with no GPU (CUEMU_DEVICES=0) `--device cuda` says "falling back to the CPU backend" once and
   writes exactly what `--device cpu` writes;
+- `--device cuda:0+1` (one engine over two emulated GPUs, tensor parallel over NCCL) generates
+  the same judgments as one GPU;
 - a bad --device is refused before anything runs.
 """
 import json
@@ -51,7 +53,7 @@ def main():
                                     "answer1_body": s["response1"][:60],
                                     "answer2_body": s["response2"][:60]}) + "\n")
         outs = {}
-        for name in ("dev", "host", "cpu", "fallback"):
+        for name in ("dev", "host", "cpu", "fallback", "tp"):
             with open(f"{d}/{name}.yaml", "w") as f:
                 f.write(f"kind: judge\nmodel: {MODEL}\nmodel_id: m\ninput: in.jsonl\n"
                         "input_format: judgelm\nswap: both\nmax_new_tokens: 8\nsampling: greedy\n"
@@ -62,6 +64,7 @@ def main():
             "host": (["--device", "cuda"], {"JUDGED_DEVICE_SAMPLING": "0"}),
             "cpu": (["--device", "cpu"], {}),
             "fallback": (["--device", "cuda"], {"CUEMU_DEVICES": "0"}),
+            "tp": (["--device", "cuda:0+1"], {"CUEMU_DEVICES": "2"}),
         }
         for name, (extra, env) in runs.items():
             rc, err = run(bindir, f"{d}/{name}.yaml", *extra, env=env)
@@ -80,6 +83,13 @@ def main():
               fb_err[-400:])
         check("no GPU: the CPU's records", outs["fallback"][0] == outs["cpu"][0],
               "the files differ")
+        tp = [json.loads(line) for line in outs["tp"][0].decode().splitlines()]
+        check("one engine over two GPUs judges as one GPU does",
+              [(r["pred_text"], r["pred_text_swapped"]) for r in tp] ==
+              [(r["pred_text"], r["pred_text_swapped"]) for r in recs],
+              [r["pred_text"] for r in tp])
+        check("the tensor-parallel engine ran", "tensor parallel over 2 GPUs" in outs["tp"][1],
+              outs["tp"][1][-400:])
         p = subprocess.run([os.path.join(bindir, "judgectl"), "run", f"{d}/dev.yaml", "--device",
                             "tpu"], capture_output=True)
         check("--device tpu is refused", p.returncode == 2 and b"--device: 'tpu'" in p.stderr,

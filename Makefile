@@ -243,6 +243,8 @@ test-cuemu-all: $(GPU_BINS) $(BUILD)/bench/gpu_judge $(BINDIR)/judgectl
 	@for o in $(CUEMU_ORDERS); do echo "cuemu: CUDA threads resumed in $$o order"; \
 	    CUEMU_DEVICES=4 CUEMU_ORDER=$$o tests/run_unit.sh $(GPU_BINS) || exit 1; done
 	@python3 tests/cuemu/test_judge_cuda.py $(BINDIR)
+	@JUDGED_FAULTS_CUEMU=1 CUEMU_DEVICES=4 CUEMU_MEM_MIB=128 tests/faults/run.sh $(BINDIR) \
+	    FaultTests.test_m_tensor_parallel_devices_on_cuemu
 	@CUEMU_MEM_MIB=512 $(BUILD)/bench/gpu_judge --shape small --mode fast --samples 12 \
 	    --max-seqs 4 --prefill-tokens 256 >$(BUILD)/gpu_judge_smoke.log 2>&1 || \
 	    { cat $(BUILD)/gpu_judge_smoke.log; exit 1; }

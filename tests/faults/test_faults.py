@@ -97,7 +97,7 @@ class Env:
                  f"  timeout_ms: 2000\n", "worker:\n"]
         for k, v in worker.items():
             lines.append(f"  {k}: {json.dumps(v)}\n")
-        threads = 1 if devices == "cpu" else int(devices.split(":")[1])
+        threads = int(devices.split(":")[1]) if devices.startswith("cpu:") else 1
         lines.append(f"engine:\n  devices: {devices}\n  threads: {threads}\n  context: 2048\n"
                      "  kv_mib: 64\n"
                      f"models:\n  stories: {MODEL}\nlog_level: info\n")
@@ -417,6 +417,46 @@ class FaultTests(unittest.TestCase):
         log = self.env.log("a")
         self.assertIn("on cpu#0", log)
         self.assertIn("on cpu#1", log)
+
+    @unittest.skipUnless(os.environ.get("JUDGED_FAULTS_CUEMU"),
+                         "a CUDA=emu build with CUEMU_DEVICES=4 (make test-cuemu runs it)")
+    def test_m_tensor_parallel_devices_on_cuemu(self):
+        """engine.devices cuda:0+1,2+3 on four emulated GPUs (tests/cuemu): two engines of two
+        GPUs each, tensor parallel; every shard ok, and the judgments those of
+        `judgectl run --device cuda` on one GPU."""
+        model = os.path.join(FIX, "tiny", "v32k-mha-untied-bf16-bin-sharded")  # short prompts
+        rows = json.loads(slurp(PANDALM))[:4]
+        inp = os.path.join(self.env.dir, "tp.jsonl")
+        with open(inp, "w") as f:
+            for r in rows:
+                f.write(json.dumps({"question_id": r["idx"], "question_body": "Be concise.",
+                                    "answer1_body": r["response1"][:60],
+                                    "answer2_body": r["response2"][:60]}) + "\n")
+        spec = os.path.join(self.env.dir, "tp.yaml")
+        with open(spec, "w") as f:
+            f.write(f"kind: judge\nname: tp\nmodel: {model}\ninput: {inp}\n"
+                    "input_format: judgelm\nswap: both\nmax_new_tokens: 8\nsampling: greedy\n"
+                    "deterministic: true\nshard_size: 2\n")
+        self.submit(spec, "tp")
+        self.env.start_daemon("a", devices="cuda:0+1,2+3")
+        self.wait_done("tp", timeout=300)
+        sw = self.h("sweep:tp")
+        self.assertEqual((sw["state"], sw["ok"], sw["failed"]), ("done", "2", "0"),
+                         self.env.r.hgetall(P + "sweep:tp:err"))
+        out = os.path.join(self.env.dir, "tp-out.jsonl")
+        self.env.ctl("results", "tp", "-o", out)
+        got = [json.loads(l) for l in slurp(out).decode().splitlines()]
+        ref_out = os.path.join(self.env.dir, "tp-ref.jsonl")
+        p = subprocess.run([os.path.join(BINDIR, "judgectl"), "run", spec, "--context", "2048",
+                            "--device", "cuda", "-o", ref_out], capture_output=True, timeout=300)
+        self.assertEqual(p.returncode, 0, p.stderr.decode()[-800:])
+        ref = [json.loads(l) for l in slurp(ref_out).decode().splitlines()]
+        key = ("question_id", "pred_text", "pred_text_swapped", "scores", "scores_swapped")
+        self.assertEqual([[r[k] for k in key] for r in got], [[r[k] for k in key] for r in ref])
+        log = self.env.log("a")
+        self.assertEqual(log.count("tensor parallel over 2 GPUs"), 2, log[-2000:])
+        self.assertIn("to cuda:0+1", log)
+        self.assertIn("to cuda:2+3", log)
 
     @unittest.skipIf(QUICK, "plain build only")
     def test_l_schedule_fires_once_between_daemons(self):

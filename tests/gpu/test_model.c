@@ -131,17 +131,16 @@ static float *run_script(struct engine *e, struct script *s)
     return out;
 }
 
-static void compare_cpu(const char *path)
+/* Logits rows of `got` against `want` [n_rows, V]: returns the largest excess of a row's max
+ * |diff| over 0.05 max |want row| + 0.05 (<= 1 passes); *max_diff, and in *agree the rows whose
+ * top-1 tokens agree. */
+static double rows_compare(const float *want, const float *got, int32_t n_rows, int32_t V,
+                           double *max_diff, int *agree)
 {
-    struct engine *cpu = open_engine(path, ENGINE_BACKEND_CPU);
-    struct engine *gpu = open_engine(path, ENGINE_BACKEND_CUDA);
-    assert_string_equal(engine_backend_name(gpu), "cuda");
-    struct script s;
-    float *want = run_script(cpu, &s), *got = run_script(gpu, &s);
-    int32_t V = engine_model_config(cpu)->n_vocab;
-    double worst = 0, max_diff = 0;
-    int agree = 0;
-    for (int32_t r = 0; r < s.total; r++) {
+    double worst = 0;
+    *max_diff = 0;
+    *agree = 0;
+    for (int32_t r = 0; r < n_rows; r++) {
         const float *w = want + (size_t)r * V, *g = got + (size_t)r * V;
         double scale = 0, d = 0;
         int32_t aw = 0, ag = 0;
@@ -153,9 +152,23 @@ static void compare_cpu(const char *path)
         }
         double x = d / (0.05 * scale + 0.05);
         worst = x > worst ? x : worst;
-        max_diff = d > max_diff ? d : max_diff;
-        agree += aw == ag;
+        *max_diff = d > *max_diff ? d : *max_diff;
+        *agree += aw == ag;
     }
+    return worst;
+}
+
+static void compare_cpu(const char *path)
+{
+    struct engine *cpu = open_engine(path, ENGINE_BACKEND_CPU);
+    struct engine *gpu = open_engine(path, ENGINE_BACKEND_CUDA);
+    assert_string_equal(engine_backend_name(gpu), "cuda");
+    struct script s;
+    float *want = run_script(cpu, &s), *got = run_script(gpu, &s);
+    int32_t V = engine_model_config(cpu)->n_vocab;
+    double max_diff;
+    int agree;
+    double worst = rows_compare(want, got, s.total, V, &max_diff, &agree);
     printf("MODEL %-58s max|cuda-cpu| %.3e  top-1 agree %d/%d  %s\n", path, max_diff, agree,
            s.total, worst <= 1.0 && agree * 10 >= s.total * 9 ? "PASS" : "FAIL");
     assert_true(worst <= 1.0);
@@ -360,22 +373,9 @@ static void test_model_tp_cuda_groups(void **state)
         struct engine *tp = open_engine_on(STORIES_HF, groups[k]);
         assert_string_equal(engine_backend_name(tp), "cuda-tp");
         float *got = run_script(tp, &s);
-        double w = 0, max_diff = 0;
-        int agree = 0;
-        for (int32_t r = 0; r < s.total; r++) {
-            const float *a = want + (size_t)r * V, *b = got + (size_t)r * V;
-            int32_t ia = 0, ib = 0;
-            double scale = 0, d = 0;
-            for (int32_t i = 0; i < V; i++) {
-                ia = a[i] > a[ia] ? i : ia;
-                ib = b[i] > b[ib] ? i : ib;
-                scale = fabs(a[i]) > scale ? fabs(a[i]) : scale;
-                d = fabs((double)a[i] - b[i]) > d ? fabs((double)a[i] - b[i]) : d;
-            }
-            agree += ia == ib;
-            max_diff = d > max_diff ? d : max_diff;
-            w = d / (0.05 * scale + 0.05) > w ? d / (0.05 * scale + 0.05) : w;
-        }
+        double max_diff;
+        int agree;
+        double w = rows_compare(want, got, s.total, V, &max_diff, &agree);
         printf("TP %-14s vs one GPU: max|diff| %.3e, top-1 agree %d/%d  %s\n", groups[k], max_diff,
                agree, s.total, w <= 1.0 && agree * 10 >= s.total * 9 ? "PASS" : "FAIL");
         assert_true(w <= 1.0);

@@ -231,15 +231,16 @@ CUEMU_ORDERS ?= forward reverse warps
 
 cuemu-build-kernels: $(CUEMU_KBINS)
 
-cuemu-build-all: $(GPU_BINS) $(BUILD)/bench/gpu_judge $(BINDIR)/judgectl
+cuemu-build-all: $(GPU_BINS) $(BUILD)/bench/gpu_judge $(BINDIR)/judgectl $(BINDIR)/judged
 
 test-cuemu-kernels: $(CUEMU_KBINS)
 	@for o in $(CUEMU_ORDERS); do echo "cuemu: CUDA threads resumed in $$o order"; \
 	    CUEMU_ORDER=$$o tests/run_unit.sh $(CUEMU_KBINS) || exit 1; done
 
-# ... then a whole judging job through `judgectl run --device cuda`, and the GPU benchmark's own
-# smoke test: a small model, fast mode, its invariants checked
-test-cuemu-all: $(GPU_BINS) $(BUILD)/bench/gpu_judge $(BINDIR)/judgectl
+# ... then a whole judging job through `judgectl run --device cuda`, a judged with two
+# tensor-parallel engines (a fault test against its own redis-server), and the GPU benchmark's
+# own smoke test: a small model, fast mode, its invariants checked
+test-cuemu-all: $(GPU_BINS) $(BUILD)/bench/gpu_judge $(BINDIR)/judgectl $(BINDIR)/judged
 	@for o in $(CUEMU_ORDERS); do echo "cuemu: CUDA threads resumed in $$o order"; \
 	    CUEMU_DEVICES=4 CUEMU_ORDER=$$o tests/run_unit.sh $(GPU_BINS) || exit 1; done
 	@python3 tests/cuemu/test_judge_cuda.py $(BINDIR)

@@ -210,8 +210,8 @@ static int run(void *ctx, const struct model_config *mc, const struct engine_con
         struct engine_batch b = { n, tok, pos, seq, n_slots, tb, nblk, n_out, rows };
         double t0 = now_s();
         if (engine_backend_cuda_ops.forward(ctx, &b, NULL) != 0 ||
-            engine_backend_cuda_sample(ctx, n_out, temp, topk, topp, seeds, steps, next) != 0 ||
-            engine_backend_cuda_logprobs(ctx, n_out, next, 20, lp) != 0) {
+            engine_backend_cuda_sample(ctx, n_out, temp, topk, topp, seeds, steps, next, 20, lp) !=
+                0) {
             fprintf(stderr, "gpu_judge: forward, sampling or logprobs failed\n");
             return -1;
         }

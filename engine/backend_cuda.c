@@ -123,9 +123,9 @@ struct cuda_ctx {
     bool logits_to_host;
     int32_t last_n_out;
     /* device sampling: parameters staged in one pinned buffer */
-    void *samp_h, *samp_d; /* [O] temperature, top_k, top_p, seed, step; then tokens [O] */
-    /* device logprobs: chosen [O] int32, then [O, 1 + KERN_LOGPROBS_MAX] struct kern_logprob */
-    void *lp_h, *lp_d;
+    /* device sampling: [O] seed, step, temperature, top_p, top_k in; tokens [O] and logprobs
+     * [O, 1 + KERN_LOGPROBS_MAX] out (one pinned staging buffer and its device twin) */
+    void *samp_h, *samp_d;
     cudaGraphExec_t graphs[CUDA_GRAPH_BUCKETS];
     bool graphs_on;
     bool failed;
@@ -171,10 +171,9 @@ static void cuda_destroy(void *ctx_)
     if (c->lm_head_d != c->embed_d) {
         cuda_free_d(c->lm_head_d);
     }
-    void *dev[] = { c->embed_d,  c->out_norm_d, c->x_d,       c->xb_d,     c->qkv_d,
-                    c->att_d,    c->delta_d,    c->gate_up_d, c->h_d,      c->xo_d,
-                    c->deltao_d, c->xob_d,      c->logits_d,  c->part_o_d, c->part_lse_d,
-                    c->in_d,     c->samp_d,     c->blas_ws_d, c->lp_d };
+    void *dev[] = { c->embed_d,  c->out_norm_d, c->x_d,        c->xb_d, c->qkv_d,    c->att_d,
+                    c->delta_d,  c->gate_up_d,  c->h_d,        c->xo_d, c->deltao_d, c->xob_d,
+                    c->logits_d, c->part_o_d,   c->part_lse_d, c->in_d, c->samp_d,   c->blas_ws_d };
     for (size_t i = 0; i < ARRAY_LEN(dev); i++) {
         cuda_free_d(dev[i]);
     }
@@ -186,9 +185,6 @@ static void cuda_destroy(void *ctx_)
     }
     if (c->samp_h) {
         cudaFreeHost(c->samp_h);
-    }
-    if (c->lp_h) {
-        cudaFreeHost(c->lp_h);
     }
     if (c->blas) {
         cublasDestroy(c->blas);
@@ -379,12 +375,10 @@ static int cuda_alloc_scratch(struct cuda_ctx *c)
     BC_TRY(cuda_malloc((void **)&c->in_d, in->total * sizeof(int32_t)));
     BC_CUDA(cudaMallocHost((void **)&c->in_h, in->total * sizeof(int32_t)));
     BC_CUDA(cudaMallocHost((void **)&c->logits_h, O * (size_t)m->n_vocab * f4));
-    size_t samp = O * (sizeof(float) * 2 + sizeof(int32_t) * 2 + sizeof(uint64_t) * 2);
+    size_t samp = O * (sizeof(float) * 2 + sizeof(int32_t) * 2 + sizeof(uint64_t) * 2 +
+                       (1 + KERN_LOGPROBS_MAX) * sizeof(struct kern_logprob));
     BC_CUDA(cudaMallocHost(&c->samp_h, samp));
     BC_TRY(cuda_malloc(&c->samp_d, samp));
-    size_t lp = O * (sizeof(int32_t) + (1 + KERN_LOGPROBS_MAX) * sizeof(struct kern_logprob));
-    BC_CUDA(cudaMallocHost(&c->lp_h, lp));
-    BC_TRY(cuda_malloc(&c->lp_d, lp));
     return 0;
 }
 
@@ -779,21 +773,23 @@ static int cuda_sync(void *ctx)
 
 int engine_backend_cuda_sample(void *ctx, int32_t n_rows, const float *temperature,
                                const int32_t *top_k, const float *top_p, const uint64_t *seed,
-                               const uint64_t *step, int32_t *tokens)
+                               const uint64_t *step, int32_t *tokens, int32_t n_top,
+                               struct kern_logprob *logprobs)
 {
     struct cuda_ctx *c = ctx;
     if (c->failed) {
         return -EIO;
     }
-    if (n_rows <= 0 || n_rows > c->last_n_out) {
+    if (n_rows <= 0 || n_rows > c->last_n_out || n_top < 0 || n_top > KERN_LOGPROBS_MAX) {
         return -EINVAL;
     }
     size_t O = (size_t)c->cfg.max_outputs, n = (size_t)n_rows;
     /* layout: seed [O], step [O] (8-byte aligned first), temperature [O], top_p [O], top_k [O],
-     * tokens [O] */
+     * tokens [O], logprobs [O, 1 + KERN_LOGPROBS_MAX] */
     uint8_t *h = c->samp_h, *d = c->samp_d;
     size_t o_seed = 0, o_step = O * 8, o_temp = 2 * O * 8, o_topp = o_temp + O * 4;
-    size_t o_topk = o_topp + O * 4, o_tok = o_topk + O * 4;
+    size_t o_topk = o_topp + O * 4, o_tok = o_topk + O * 4, o_lp = o_tok + O * 4;
+    size_t lp_bytes = n * (size_t)(1 + n_top) * sizeof(struct kern_logprob);
     memcpy(h + o_seed, seed, n * 8);
     memcpy(h + o_step, step, n * 8);
     memcpy(h + o_temp, temperature, n * 4);
@@ -808,8 +804,16 @@ int engine_backend_cuda_sample(void *ctx, int32_t n_rows, const float *temperatu
         err = kern_cuda_sample(c->logits_d, n_rows, c->mc.n_vocab, &p, (int32_t *)(d + o_tok),
                                c->stream);
     }
+    /* the logprobs of the tokens just drawn, read where the sampler left them */
+    if (ce == cudaSuccess && !err && n_top > 0) {
+        err = kern_cuda_logprobs(c->logits_d, n_rows, c->mc.n_vocab, (const int32_t *)(d + o_tok),
+                                 n_top, (struct kern_logprob *)(d + o_lp), c->stream);
+    }
     if (ce == cudaSuccess && !err) {
         ce = cudaMemcpyAsync(h + o_tok, d + o_tok, n * 4, cudaMemcpyDeviceToHost, c->stream);
+    }
+    if (ce == cudaSuccess && !err && n_top > 0) {
+        ce = cudaMemcpyAsync(h + o_lp, d + o_lp, lp_bytes, cudaMemcpyDeviceToHost, c->stream);
     }
     if (ce == cudaSuccess && !err) {
         ce = cudaStreamSynchronize(c->stream);
@@ -822,43 +826,9 @@ int engine_backend_cuda_sample(void *ctx, int32_t n_rows, const float *temperatu
         return -EIO;
     }
     memcpy(tokens, h + o_tok, n * 4);
-    return 0;
-}
-
-int engine_backend_cuda_logprobs(void *ctx, int32_t n_rows, const int32_t *chosen, int32_t n_top,
-                                 struct kern_logprob *out)
-{
-    struct cuda_ctx *c = ctx;
-    if (c->failed) {
-        return -EIO;
+    if (n_top > 0) {
+        memcpy(logprobs, h + o_lp, lp_bytes);
     }
-    if (n_rows <= 0 || n_rows > c->last_n_out || n_top < 0 || n_top > KERN_LOGPROBS_MAX) {
-        return -EINVAL;
-    }
-    size_t n = (size_t)n_rows, o_out = (size_t)c->cfg.max_outputs * sizeof(int32_t);
-    size_t out_bytes = n * (size_t)(1 + n_top) * sizeof(struct kern_logprob);
-    uint8_t *h = c->lp_h, *d = c->lp_d;
-    memcpy(h, chosen, n * sizeof(int32_t));
-    int err = 0;
-    cudaError_t ce = cudaMemcpyAsync(d, h, n * sizeof(int32_t), cudaMemcpyHostToDevice, c->stream);
-    if (ce == cudaSuccess) {
-        err = kern_cuda_logprobs(c->logits_d, n_rows, c->mc.n_vocab, (const int32_t *)d, n_top,
-                                 (struct kern_logprob *)(d + o_out), c->stream);
-    }
-    if (ce == cudaSuccess && !err) {
-        ce = cudaMemcpyAsync(h + o_out, d + o_out, out_bytes, cudaMemcpyDeviceToHost, c->stream);
-    }
-    if (ce == cudaSuccess && !err) {
-        ce = cudaStreamSynchronize(c->stream);
-    }
-    if (ce != cudaSuccess || err) {
-        if (ce != cudaSuccess) {
-            log_error("cuda: %s:%d: logprobs: %s", __FILE__, __LINE__, cudaGetErrorString(ce));
-        }
-        c->failed = true;
-        return -EIO;
-    }
-    memcpy(out, h + o_out, out_bytes);
     return 0;
 }
 

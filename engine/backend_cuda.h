@@ -45,17 +45,14 @@ int32_t engine_backend_cuda_kv_blocks(const void *ctx);
 
 /* Samples one token per logits row of the last forward pass on the device
  * (kernels/cuda/sample.cu) without copying the logits back: n_rows <= that pass's n_outputs;
- * parameters are host arrays [n_rows] (see struct kern_sample_params). Writes tokens [n_rows].
- * Returns 0 or -EIO. Engine thread only. */
+ * parameters are host arrays [n_rows] (see struct kern_sample_params). Writes tokens [n_rows] and,
+ * when n_top > 0, their logprobs (kernels/cuda/logprobs.cu, the contract of kern_cpu_logprobs)
+ * into logprobs [n_rows, 1 + n_top], in the same staging round trip. Returns 0, -EINVAL or -EIO.
+ * Engine thread only. */
 int engine_backend_cuda_sample(void *ctx, int32_t n_rows, const float *temperature,
                                const int32_t *top_k, const float *top_p, const uint64_t *seed,
-                               const uint64_t *step, int32_t *tokens);
-
-/* Log-probabilities of the last forward pass's first n_rows logits rows on the device
- * (kernels/cuda/logprobs.cu, the contract of kern_cpu_logprobs): chosen [n_rows] host tokens;
- * writes out [n_rows, 1 + n_top] on the host. Returns 0, -EINVAL or -EIO. Engine thread only. */
-int engine_backend_cuda_logprobs(void *ctx, int32_t n_rows, const int32_t *chosen, int32_t n_top,
-                                 struct kern_logprob *out);
+                               const uint64_t *step, int32_t *tokens, int32_t n_top,
+                               struct kern_logprob *logprobs);
 
 /* Skips the copy of logits to the host in later forward passes (when only device sampling
  * reads them); `logits` may then be NULL. */

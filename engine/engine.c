@@ -28,6 +28,7 @@ struct engine {
     struct llama2c_file *l2; /* a llama2.c checkpoint */
     int32_t *last_pos;       /* [max_batch_tokens] per sequence, scratch for batch validation */
     struct engine_stats stats;
+    void *dev_sampler; /* the CUDA context whose logits are sampled on the device, or NULL */
     char errstr[256];
 };
 
@@ -130,6 +131,23 @@ static const struct model_tensor *engine_find_hf(const void *user, const char *n
     return model_weights_find(((const struct model *)user)->weights, name);
 }
 
+#ifdef HAVE_CUDA
+/* The CUDA backend context that holds the logits: the engine's, or rank 0's under tensor
+ * parallelism; NULL for other backends. */
+static void *engine_cuda_ctx(const struct engine *e)
+{
+    if (e->ops == &engine_backend_cuda_ops) {
+        return e->ctx;
+    }
+#ifdef HAVE_NCCL
+    if (e->ops == &engine_backend_cuda_tp_ops) {
+        return engine_backend_cuda_tp_rank0(e->ctx);
+    }
+#endif
+    return NULL;
+}
+#endif
+
 int engine_open(const char *path, const char *weights_file, const struct engine_config *cfg,
                 struct engine **out, char *errstr, size_t errstr_len)
 {
@@ -218,6 +236,10 @@ int engine_open(const char *path, const char *weights_file, const struct engine_
         e->cfg.n_kv_blocks = engine_backend_cuda_tp_kv_blocks(e->ctx);
     }
 #endif
+    const char *dev_sampling = getenv("JUDGED_DEVICE_SAMPLING");
+    if (!(dev_sampling && strcmp(dev_sampling, "0") == 0)) {
+        e->dev_sampler = engine_cuda_ctx(e);
+    }
 #endif
     *out = e;
     return 0;
@@ -339,47 +361,25 @@ static double engine_now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-#ifdef HAVE_CUDA
-/* The CUDA backend context that holds the logits: the engine's, or rank 0's under tensor
- * parallelism; NULL for other backends. */
-static void *engine_cuda_ctx(const struct engine *e)
-{
-    if (e->ops == &engine_backend_cuda_ops) {
-        return e->ctx;
-    }
-#ifdef HAVE_NCCL
-    if (e->ops == &engine_backend_cuda_tp_ops) {
-        return engine_backend_cuda_tp_rank0(e->ctx);
-    }
-#endif
-    return NULL;
-}
-#endif
-
 bool engine_samples_on_device(const struct engine *e)
 {
-#ifdef HAVE_CUDA
-    const char *v = getenv("JUDGED_DEVICE_SAMPLING");
-    return engine_cuda_ctx(e) != NULL && !(v && strcmp(v, "0") == 0);
-#else
-    (void)e;
-    return false;
-#endif
+    return e->dev_sampler != NULL;
 }
 
 int engine_sample_device(struct engine *e, int32_t n_rows, const float *temperature,
                          const int32_t *top_k, const float *top_p, const uint64_t *seed,
-                         const uint64_t *step, int32_t *tokens)
+                         const uint64_t *step, int32_t *tokens, int32_t n_top,
+                         struct kern_logprob *logprobs)
 {
     e->errstr[0] = '\0';
-    if (!engine_samples_on_device(e)) {
+    if (!e->dev_sampler) {
         snprintf(e->errstr, sizeof(e->errstr), "the %s backend does not sample on a device",
                  e->ops->name);
         return -ENOTSUP;
     }
 #ifdef HAVE_CUDA
-    int err = engine_backend_cuda_sample(engine_cuda_ctx(e), n_rows, temperature, top_k, top_p,
-                                         seed, step, tokens);
+    int err = engine_backend_cuda_sample(e->dev_sampler, n_rows, temperature, top_k, top_p, seed,
+                                         step, tokens, n_top, logprobs);
     if (err) {
         snprintf(e->errstr, sizeof(e->errstr), "device sampling of %" PRId32 " rows failed (%d)",
                  n_rows, err);
@@ -387,28 +387,7 @@ int engine_sample_device(struct engine *e, int32_t n_rows, const float *temperat
     return err;
 #else
     (void)n_rows, (void)temperature, (void)top_k, (void)top_p, (void)seed, (void)step, (void)tokens;
-    return -ENOTSUP;
-#endif
-}
-
-int engine_logprobs_device(struct engine *e, int32_t n_rows, const int32_t *chosen, int32_t n_top,
-                           struct kern_logprob *out)
-{
-    e->errstr[0] = '\0';
-    if (!engine_samples_on_device(e)) {
-        snprintf(e->errstr, sizeof(e->errstr), "the %s backend has no device logprobs",
-                 e->ops->name);
-        return -ENOTSUP;
-    }
-#ifdef HAVE_CUDA
-    int err = engine_backend_cuda_logprobs(engine_cuda_ctx(e), n_rows, chosen, n_top, out);
-    if (err) {
-        snprintf(e->errstr, sizeof(e->errstr), "device logprobs of %" PRId32 " rows failed (%d)",
-                 n_rows, err);
-    }
-    return err;
-#else
-    (void)n_rows, (void)chosen, (void)n_top, (void)out;
+    (void)n_top, (void)logprobs;
     return -ENOTSUP;
 #endif
 }
@@ -420,7 +399,7 @@ int engine_forward(struct engine *e, const struct engine_batch *b, float *logits
     if (err) {
         return err;
     }
-    if (!logits && b->n_outputs > 0 && !engine_samples_on_device(e)) {
+    if (!logits && b->n_outputs > 0 && !e->dev_sampler) {
         snprintf(e->errstr, sizeof(e->errstr), "no logits buffer for %" PRId32 " outputs",
                  b->n_outputs);
         return -EINVAL;

@@ -108,27 +108,23 @@ const char *engine_backend_name(const struct engine *e);
 int engine_forward(struct engine *e, const struct engine_batch *b, float *logits);
 
 /* True when the backend samples on its device (the CUDA backend, unless the environment sets
- * JUDGED_DEVICE_SAMPLING=0). engine_forward may then be given NULL logits, and
- * engine_sample_device picks one token per output row of the last pass with the contract of
- * kern_cpu_sample (kernels/cpu/twin.h: Philox draws per seed and step, batch invariant) without
- * copying the logits back. Engine thread only. */
+ * JUDGED_DEVICE_SAMPLING=0 when the engine is opened). engine_forward may then be given NULL
+ * logits, and engine_sample_device picks one token per output row of the last pass with the
+ * contract of kern_cpu_sample (kernels/cpu/twin.h: Philox draws per seed and step, batch
+ * invariant) without copying the logits back. Engine thread only. */
 bool engine_samples_on_device(const struct engine *e);
-
-/* Parameters are host arrays [n_rows], n_rows <= the last pass's n_outputs; writes tokens
- * [n_rows]. Returns 0, -ENOTSUP without device sampling, -EINVAL for a bad n_rows, or -EIO after
- * a device error (sticky, as in engine_forward). Engine thread only. */
-int engine_sample_device(struct engine *e, int32_t n_rows, const float *temperature,
-                         const int32_t *top_k, const float *top_p, const uint64_t *seed,
-                         const uint64_t *step, int32_t *tokens);
 
 struct kern_logprob;
 
-/* With device sampling: log-probabilities of the last pass's first n_rows output rows computed
- * on the device (kern_cpu_logprobs's contract: the chosen token, then the n_top most likely),
- * chosen [n_rows] on the host, out [n_rows, 1 + n_top] on the host. Returns 0, -ENOTSUP,
- * -EINVAL or -EIO. Engine thread only. */
-int engine_logprobs_device(struct engine *e, int32_t n_rows, const int32_t *chosen, int32_t n_top,
-                           struct kern_logprob *out);
+/* Parameters are host arrays [n_rows], n_rows <= the last pass's n_outputs; writes tokens
+ * [n_rows] and, when n_top > 0, their log-probabilities computed on the device too
+ * (kern_cpu_logprobs's contract: the chosen token, then the n_top most likely) into logprobs
+ * [n_rows, 1 + n_top]. Returns 0, -ENOTSUP without device sampling, -EINVAL for a bad n_rows
+ * or n_top, or -EIO after a device error (sticky, as in engine_forward). Engine thread only. */
+int engine_sample_device(struct engine *e, int32_t n_rows, const float *temperature,
+                         const int32_t *top_k, const float *top_p, const uint64_t *seed,
+                         const uint64_t *step, int32_t *tokens, int32_t n_top,
+                         struct kern_logprob *logprobs);
 
 /* Counters of the forward passes run so far. Plain data. */
 struct engine_stats {

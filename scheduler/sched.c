@@ -1189,6 +1189,7 @@ int sched_step(struct sched *s)
     int err = engine_forward(s->e, &b, s->dev_sampling ? NULL : s->logits);
     const char *what = "engine_forward";
     if (!err && s->dev_sampling && s->b_n_outputs > 0) {
+        s->d_lp_top = 0;
         for (int32_t i = 0; i < s->b_n_seqs; i++) {
             const struct sched_req *r = s->b_reqs[i];
             int32_t row = r->batch_row;
@@ -1198,22 +1199,12 @@ int sched_step(struct sched *s)
                 s->d_top_p[row] = r->sampling.top_p;
                 s->d_seed[row] = r->sampling.seed;
                 s->d_step[row] = (uint64_t)(r->n_tokens - r->n_prompt);
+                s->d_lp_top = r->n_logprobs > s->d_lp_top ? r->n_logprobs : s->d_lp_top;
             }
         }
         err = engine_sample_device(s->e, s->b_n_outputs, s->d_temp, s->d_top_k, s->d_top_p,
-                                   s->d_seed, s->d_step, s->d_tokens);
+                                   s->d_seed, s->d_step, s->d_tokens, s->d_lp_top, s->d_lp);
         what = "engine_sample_device";
-        s->d_lp_top = 0;
-        for (int32_t i = 0; i < s->b_n_seqs; i++) {
-            const struct sched_req *r = s->b_reqs[i];
-            if (r->batch_row >= 0 && r->n_logprobs > s->d_lp_top) {
-                s->d_lp_top = r->n_logprobs;
-            }
-        }
-        if (!err && s->d_lp_top > 0) {
-            err = engine_logprobs_device(s->e, s->b_n_outputs, s->d_tokens, s->d_lp_top, s->d_lp);
-            what = "engine_logprobs_device";
-        }
     }
     if (err) {
         snprintf(s->errstr, sizeof(s->errstr), "%s: %s (%d)", what, engine_errstr(s->e), err);

@@ -197,12 +197,13 @@ static void test_sample_device_matches_twin(void **state)
     uint64_t seed[R] = { 1, 2, 3, 4, 5, 6 }, step[R] = { 0, 9, 3, 1, 100, 7 };
     struct kern_sample_params kp = { temp, top_k, top_p, seed, step };
     kern_cpu_sample(logits, R, V, &kp, want);
-    assert_int_equal(engine_sample_device(e, R, temp, top_k, top_p, seed, step, got), 0);
+    assert_int_equal(engine_sample_device(e, R, temp, top_k, top_p, seed, step, got, 0, NULL), 0);
     for (int r = 0; r < R; r++) {
         assert_int_equal(got[r], want[r]);
     }
     /* more rows than the pass produced */
-    assert_int_equal(engine_sample_device(e, R + 1, temp, top_k, top_p, seed, step, got), -EINVAL);
+    assert_int_equal(engine_sample_device(e, R + 1, temp, top_k, top_p, seed, step, got, 0, NULL),
+                     -EINVAL);
     printf("SCHED device sampling of %d rows = the twin on the same logits  PASS\n", R);
     free(logits);
     engine_destroy(e);

@@ -233,16 +233,18 @@ cuemu-build-kernels: $(CUEMU_KBINS)
 
 cuemu-build-all: $(GPU_BINS) $(BUILD)/bench/gpu_judge $(BINDIR)/judgectl $(BINDIR)/judged
 
+# $(call cuemu_orders,BINARIES): runs them once per thread order
+cuemu_orders = for o in $(CUEMU_ORDERS); do echo "cuemu: CUDA threads resumed in $$o order"; \
+    CUEMU_DEVICES=4 CUEMU_ORDER=$$o tests/run_unit.sh $(1) || exit 1; done
+
 test-cuemu-kernels: $(CUEMU_KBINS)
-	@for o in $(CUEMU_ORDERS); do echo "cuemu: CUDA threads resumed in $$o order"; \
-	    CUEMU_ORDER=$$o tests/run_unit.sh $(CUEMU_KBINS) || exit 1; done
+	@$(call cuemu_orders,$(CUEMU_KBINS))
 
 # ... then a whole judging job through `judgectl run --device cuda`, a judged with two
 # tensor-parallel engines (a fault test against its own redis-server), and the GPU benchmark's
 # own smoke test: a small model, fast mode, its invariants checked
 test-cuemu-all: $(GPU_BINS) $(BUILD)/bench/gpu_judge $(BINDIR)/judgectl $(BINDIR)/judged
-	@for o in $(CUEMU_ORDERS); do echo "cuemu: CUDA threads resumed in $$o order"; \
-	    CUEMU_DEVICES=4 CUEMU_ORDER=$$o tests/run_unit.sh $(GPU_BINS) || exit 1; done
+	@$(call cuemu_orders,$(GPU_BINS))
 	@python3 tests/cuemu/test_judge_cuda.py $(BINDIR)
 	@JUDGED_FAULTS_CUEMU=1 CUEMU_DEVICES=4 CUEMU_MEM_MIB=128 tests/faults/run.sh $(BINDIR) \
 	    FaultTests.test_m_tensor_parallel_devices_on_cuemu

@@ -44,7 +44,6 @@ struct tp_cuda {
     int n_done;   /* ranks 1.. done with the current generation */
     bool stop;    /* the rank threads exit */
     const struct engine_batch *batch;
-    bool init_ok; /* every rank initialized */
     char errstr[256];
 };
 
